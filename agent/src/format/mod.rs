@@ -1,0 +1,84 @@
+//! JSON renderings of change events: Canal's FlatMessage and a Debezium-style envelope.
+//!
+//! Both are written by hand into a byte buffer (no intermediate `serde_json::Value`):
+//! column maps keep table order, as Canal's do, and rendering is one pass per event.
+
+pub mod canal;
+pub mod debezium;
+
+use crate::binlog::jsonb::push_json_string;
+use crate::event::Cell;
+
+/// Output format of JSON messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Canal FlatMessage (`canal.mq.flatMessage=true`).
+    #[default]
+    Canal,
+    /// Debezium-style envelope (`before`, `after`, `source`, `op`).
+    Debezium,
+}
+
+/// How binary cells become JSON strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryAs {
+    /// One character per byte (ISO-8859-1), as Canal does.
+    Latin1,
+    /// Base64, as Debezium's `binary.handling.mode=bytes` does.
+    Base64,
+}
+
+/// Appends a cell as a JSON value: `null`, or a string.
+pub(crate) fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>, binary: bool, how: BinaryAs) {
+    match cell {
+        Cell::Null | Cell::Absent => out.extend_from_slice(b"null"),
+        Cell::Value(b) if !binary => match std::str::from_utf8(b) {
+            Ok(s) => push_json_string(out, s),
+            Err(_) => push_json_string(out, &String::from_utf8_lossy(b)),
+        },
+        Cell::Value(b) => match how {
+            BinaryAs::Latin1 => {
+                let s: String = b.iter().map(|&x| char::from(x)).collect();
+                push_json_string(out, &s);
+            }
+            BinaryAs::Base64 => {
+                out.push(b'"');
+                push_base64(out, b);
+                out.push(b'"');
+            }
+        },
+    }
+}
+
+pub(crate) fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63]);
+        out.push(T[(n >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
+}
+
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
+    push_json_string(out, s);
+}
+
+pub(crate) fn push_num(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}

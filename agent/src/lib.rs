@@ -1,0 +1,16 @@
+//! Sluice: a MySQL/MariaDB change-data-capture edge agent.
+//!
+//! Layout:
+//! - [`binlog`]: the decoder, raw event bytes to [`event::SourceItem`]s, shared by
+//!   offline files and the live stream;
+//! - [`event`]: the change event every later stage consumes;
+//! - [`source`]: the live replication client (connect, start position, reconnect);
+//! - [`schema`]: table definitions from `information_schema`;
+//! - [`format`]: Canal FlatMessage and Debezium-style JSON;
+//! - [`ddl`]: statement targets for DDL events.
+
+pub mod binlog;
+pub mod ddl;
+pub mod event;
+pub mod format;
+pub mod schema;
