@@ -14,3 +14,4 @@ pub mod ddl;
 pub mod event;
 pub mod format;
 pub mod schema;
+pub mod source;

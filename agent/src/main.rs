@@ -40,6 +40,42 @@ enum Command {
         #[arg(long, default_value = "+00:00", value_parser = parse_offset)]
         tz: i32,
     },
+    /// Replicate from a live server and print one JSON object per change.
+    Tail(TailArgs),
+}
+
+#[derive(clap::Args)]
+struct TailArgs {
+    /// Server host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port.
+    #[arg(long, default_value_t = 3306)]
+    port: u16,
+    /// Replication user.
+    #[arg(long, default_value = "sluice")]
+    user: String,
+    /// Environment variable holding the password.
+    #[arg(long, default_value = "SLUICE_MYSQL_PASSWORD")]
+    password_env: String,
+    /// File holding the password (overrides --password-env).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Replica server id, unique among the server's replicas.
+    #[arg(long, default_value_t = 1_000_001)]
+    server_id: u32,
+    /// Start position: latest, earliest, FILE:POS or gtid:SET.
+    #[arg(long, default_value = "latest")]
+    start: sluice::source::StartPosition,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Canal)]
+    format: Format,
+    /// UTC offset in which TIMESTAMP values print.
+    #[arg(long, default_value = "+00:00", value_parser = parse_offset)]
+    tz: i32,
+    /// Stop after this many changes (0: run until interrupted).
+    #[arg(long, default_value_t = 0)]
+    limit: u64,
 }
 
 fn parse_offset(s: &str) -> Result<i32, String> {
@@ -48,6 +84,13 @@ fn parse_offset(s: &str) -> Result<i32, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -60,7 +103,84 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay { files, format, tz } => replay(&files, format, tz),
+        Command::Tail(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(tail(args))
+        }
     }
+}
+
+fn read_password(args: &TailArgs) -> anyhow::Result<String> {
+    match &args.password_file {
+        Some(p) => Ok(std::fs::read_to_string(p)
+            .with_context(|| format!("reading password file {}", p.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string()),
+        None => std::env::var(&args.password_env).with_context(|| {
+            format!(
+                "environment variable {} (the replication password) is not set",
+                args.password_env
+            )
+        }),
+    }
+}
+
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    use sluice::source::{BinlogSource, SourceConfig};
+    let password = read_password(&args)?;
+    let mut cfg = SourceConfig::new(&args.host, args.port, &args.user, &password, args.server_id);
+    cfg.start = args.start.clone();
+    cfg.tz_offset_secs = args.tz;
+    let mut source = BinlogSource::connect(cfg, None)
+        .await
+        .context("starting replication")?;
+    tracing::info!(message = "Replicating.", from = %source.checkpoint());
+    let stdout = std::io::stdout();
+    let mut buf = Vec::with_capacity(4096);
+    let mut id = 0u64;
+    loop {
+        let item = tokio::select! {
+            item = source.next() => item.context("replication stopped")?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let SourceItem::Change(ev) = item else {
+            continue;
+        };
+        id += 1;
+        buf.clear();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        match args.format {
+            Format::Canal => {
+                canal::flat_message(&mut buf, &ev, id, now_ms);
+                buf.push(b'\n');
+            }
+            Format::Debezium => {
+                for row in 0..ev.rows.len().max(1) {
+                    debezium::envelope(&mut buf, &ev, row, now_ms);
+                    buf.push(b'\n');
+                }
+            }
+        }
+        let mut lock = stdout.lock();
+        if let Err(e) = lock.write_all(&buf).and_then(|_| lock.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(e).context("writing output");
+        }
+        if args.limit > 0 && id >= args.limit {
+            break;
+        }
+    }
+    tracing::info!(message = "Stopped.", checkpoint = %source.checkpoint());
+    Ok(())
 }
 
 fn replay(files: &[PathBuf], format: Format, tz: i32) -> anyhow::Result<()> {

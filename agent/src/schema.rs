@@ -117,9 +117,9 @@ pub fn refine(schema: &mut TableSchema, dict: &DictTable) -> Result<(), DecodeEr
         return Err(DecodeError::SchemaMismatch {
             table,
             detail: format!(
-                "the binlog row has {} columns, information_schema lists {}; the table \
-                 changed after this event was written and the binlog lacks \
-                 binlog_row_metadata=FULL to decode it safely",
+                "the binlog row has {} columns, information_schema lists {}: the table \
+                 changed after this event was written (only binlog_row_metadata=FULL lets \
+                 such events be decoded without the current definition)",
                 schema.columns.len(),
                 dict.columns.len()
             ),

@@ -150,6 +150,24 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A length-encoded count (columns, entries) that must be present and at most `max`.
+    pub fn lenenc_count(&mut self, what: &'static str, max: usize) -> Result<usize, DecodeError> {
+        let at = self.offset();
+        match self.lenenc(what)? {
+            Some(n) if n <= max as u64 => Ok(n as usize),
+            Some(n) => Err(DecodeError::Malformed {
+                what,
+                at,
+                detail: format!("{n} is more than the limit of {max}"),
+            }),
+            None => Err(DecodeError::Malformed {
+                what,
+                at,
+                detail: "unexpected NULL count".into(),
+            }),
+        }
+    }
+
     /// A length-encoded byte string.
     pub fn lenenc_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let n = self.lenenc_len(what)?;

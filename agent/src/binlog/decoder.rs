@@ -155,6 +155,17 @@ impl Decoder {
             .contains_key(&(db.to_string(), table.to_string()))
     }
 
+    /// If `bytes` is a TABLE_MAP event, the (database, table) it maps. Lets a live source
+    /// fetch a dictionary definition before the event is decoded.
+    pub fn peek_table_map(&self, bytes: &[u8]) -> Option<(String, String)> {
+        let raw = frame(bytes, self.checksum()).ok()?;
+        if raw.header.event_type != et::TABLE_MAP {
+            return None;
+        }
+        let tm = table_map::parse(raw.body, &self.fde).ok()?;
+        Some((tm.schema.database.clone(), tm.schema.table.clone()))
+    }
+
     fn checksum(&self) -> ChecksumAlg {
         if self.seen_fde {
             self.fde.checksum
@@ -321,13 +332,19 @@ impl Decoder {
                         .get(&(schema.database.clone(), schema.table.clone()))
                     {
                         let mut s = (*schema).clone();
-                        refine(&mut s, dict)?;
-                        for c in &mut s.columns {
-                            if c.sql_type.is_empty() {
-                                c.sql_type = table_map::sql_type_of(c);
+                        match refine(&mut s, dict) {
+                            Ok(()) => schema = Arc::new(s),
+                            // With names in the binlog the row decodes correctly without
+                            // the dictionary, which is just newer than this event.
+                            Err(e) if schema.names_known => {
+                                tracing::warn!(
+                                    message = "Dictionary does not match the binlog; using binlog metadata only.",
+                                    table = %schema.qualified_name(),
+                                    error = %e,
+                                );
                             }
+                            Err(e) => return Err(e),
                         }
-                        schema = Arc::new(s);
                     }
                     self.tables.insert(
                         id,

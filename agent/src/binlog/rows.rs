@@ -96,14 +96,6 @@ pub fn decode(
         let extra = c.u16("rows event extra data length")? as usize;
         c.skip(extra.saturating_sub(2), "rows event extra data")?;
     }
-    let inflated;
-    if lay.compressed {
-        let at = c.offset();
-        inflated = mariadb_uncompress(c.rest(), at)?;
-        // Offsets inside the inflated body cannot point at event bytes; report the
-        // record's start instead.
-        c = Cursor::new(&inflated, at);
-    }
     decode_body(&mut c, lay, schema, opts)
 }
 
@@ -120,7 +112,8 @@ fn decode_body(
     schema: &TableSchema,
     opts: ValueOptions,
 ) -> Result<Rows, DecodeError> {
-    let width = c.lenenc_len("rows event column count")?;
+    // MySQL and MariaDB allow at most 4096 columns per table.
+    let width = c.lenenc_count("rows event column count", 4096)?;
     if width != schema.columns.len() {
         return Err(mismatch(
             schema,
@@ -138,6 +131,27 @@ fn decode_body(
         present_before
     };
     let images = if lay.kind == ChangeKind::Update { 2 } else { 1 };
+    if lay.compressed {
+        // MariaDB compresses only the row images; width and bitmaps stay plain. Offsets
+        // inside the inflated rows count from the compressed record's start.
+        let at = c.offset();
+        let inflated = mariadb_uncompress(c.rest(), at)?;
+        let mut plain = Cursor::new(&inflated, at);
+        decode_images(&mut plain, lay, schema, opts, [present_before, present_after], images)
+    } else {
+        decode_images(c, lay, schema, opts, [present_before, present_after], images)
+    }
+}
+
+fn decode_images(
+    c: &mut Cursor<'_>,
+    lay: RowsLayout,
+    schema: &TableSchema,
+    opts: ValueOptions,
+    present: [&[u8]; 2],
+    images: usize,
+) -> Result<Rows, DecodeError> {
+    let width = schema.columns.len();
     let mut rows = Rows {
         data: Vec::with_capacity(c.remaining() + c.remaining() / 2),
         spans: Vec::with_capacity(width * images * 4),
@@ -145,18 +159,13 @@ fn decode_body(
         images,
     };
     while !c.is_empty() {
-        for image in 0..images {
-            let present = if image == 1 {
-                present_after
-            } else {
-                present_before
-            };
+        for (image, bitmap) in present.iter().enumerate().take(images) {
             let partial_json = if lay.partial && image == 1 {
-                read_partial_header(c, schema, present)?
+                read_partial_header(c, schema, bitmap)?
             } else {
                 false
             };
-            decode_image(c, schema, present, &mut rows, opts, partial_json)?;
+            decode_image(c, schema, bitmap, &mut rows, opts, partial_json)?;
         }
     }
     Ok(rows)

@@ -86,7 +86,7 @@ pub fn parse(body: &[u8], fde: &FormatDescription) -> Result<TableMap, DecodeErr
     c.skip(1, "TABLE_MAP database terminator")?;
     let table = c.u8_prefixed("TABLE_MAP table name")?;
     c.skip(1, "TABLE_MAP table terminator")?;
-    let ncols = c.lenenc_len("TABLE_MAP column count")?;
+    let ncols = c.lenenc_count("TABLE_MAP column count", 4096)?;
     let types = c.take(ncols, "TABLE_MAP column types")?;
     let meta_len = c.lenenc_len("TABLE_MAP metadata length")?;
     let meta_at = c.offset();

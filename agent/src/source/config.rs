@@ -1,0 +1,129 @@
+//! Settings of the live source.
+
+use std::time::Duration;
+
+use crate::binlog::gtid::GtidState;
+
+/// Where replication starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The server's current end of binlog.
+    Latest,
+    /// The oldest binlog the server still has.
+    Earliest,
+    /// A file and offset (must be a transaction boundary).
+    FilePos {
+        /// Binlog file name.
+        file: String,
+        /// Offset in it.
+        pos: u64,
+    },
+    /// A GTID state: MySQL executed set or MariaDB per-domain state.
+    Gtid(GtidState),
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    /// `latest`, `earliest`, `FILE:POS`, `gtid:SET`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        match t {
+            "latest" => return Ok(StartPosition::Latest),
+            "earliest" => return Ok(StartPosition::Earliest),
+            _ => {}
+        }
+        if let Some(g) = t.strip_prefix("gtid:") {
+            return GtidState::parse(g).map(StartPosition::Gtid);
+        }
+        match t.rsplit_once(':') {
+            Some((file, pos)) if !file.is_empty() => {
+                let pos: u64 = pos
+                    .parse()
+                    .map_err(|_| format!("`{pos}` in `{t}` is not a byte offset"))?;
+                if pos < 4 {
+                    return Err(format!("offset {pos} in `{t}` is inside the file header"));
+                }
+                Ok(StartPosition::FilePos {
+                    file: file.to_string(),
+                    pos,
+                })
+            }
+            _ => Err(format!(
+                "`{t}` is not a start position (expected latest, earliest, FILE:POS or gtid:SET)"
+            )),
+        }
+    }
+}
+
+/// How to reach the server and how to replicate from it.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Replication user.
+    pub user: String,
+    /// Its password (never logged).
+    pub password: String,
+    /// Replica server id: unique among all replicas of this server.
+    pub server_id: u32,
+    /// Where to start when there is no checkpoint.
+    pub start: StartPosition,
+    /// Heartbeat period the server is asked for.
+    pub heartbeat: Duration,
+    /// Silence after which the connection is considered dead (default 3 heartbeats).
+    pub read_timeout: Duration,
+    /// Time allowed for connecting and the startup checks.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest reconnect delay.
+    pub max_backoff: Duration,
+    /// Offset from UTC, in seconds, for TIMESTAMP text.
+    pub tz_offset_secs: i32,
+}
+
+impl SourceConfig {
+    /// Defaults for everything but the address and credentials.
+    pub fn new(host: &str, port: u16, user: &str, password: &str, server_id: u32) -> Self {
+        SourceConfig {
+            host: host.to_string(),
+            port,
+            user: user.to_string(),
+            password: password.to_string(),
+            server_id,
+            start: StartPosition::Latest,
+            heartbeat: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            tz_offset_secs: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions() {
+        assert_eq!("latest".parse::<StartPosition>(), Ok(StartPosition::Latest));
+        assert_eq!(
+            "binlog.000003:1234".parse::<StartPosition>(),
+            Ok(StartPosition::FilePos {
+                file: "binlog.000003".into(),
+                pos: 1234
+            })
+        );
+        assert!(matches!(
+            "gtid:0-1-100".parse::<StartPosition>(),
+            Ok(StartPosition::Gtid(GtidState::Mariadb(_)))
+        ));
+        assert!("binlog.000003:x".parse::<StartPosition>().is_err());
+        assert!("nonsense".parse::<StartPosition>().is_err());
+    }
+}
