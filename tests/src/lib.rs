@@ -1,1 +1,51 @@
-//! Shared helpers of the integration tests.
+//! Shared helpers of Sluice's integration tests: corpus paths, offline decoding, the
+//! throwaway MariaDB started by `scripts/mariadb.sh`, and a parser for mysqlbinlog's
+//! `###` row output used as an independent oracle.
+//!
+//! Tests that need a service start it through these helpers and fail loudly when it
+//! cannot run; nothing here skips.
+
+pub mod live;
+pub mod vv;
+
+use std::path::{Path, PathBuf};
+
+use sluice::binlog::file::{ReadError, read_file};
+use sluice::binlog::{BinlogError, Decoder, DecoderOptions};
+use sluice::event::SourceItem;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// `../shared/corpora`, or `$SLUICE_CORPORA`. Panics (failing the test) when missing.
+pub fn corpora() -> PathBuf {
+    let p = std::env::var_os("SLUICE_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/corpora"));
+    assert!(
+        p.join("INDEX.md").is_file(),
+        "binlog corpora not found at {} (set SLUICE_CORPORA)",
+        p.display()
+    );
+    p
+}
+
+/// Decodes a whole file; items of the events before an error are returned with it.
+pub fn decode_file(path: &Path) -> (Vec<SourceItem>, Option<BinlogError>) {
+    let mut dec = Decoder::new("", DecoderOptions::default());
+    let mut items = Vec::new();
+    let res = read_file(path, &mut dec, |i| -> Result<(), std::convert::Infallible> {
+        items.push(i);
+        Ok(())
+    });
+    match res {
+        Ok(_) => (items, None),
+        Err(ReadError::Binlog(e)) => (items, Some(e)),
+        Err(ReadError::Emit(never)) => match never {},
+    }
+}
