@@ -14,6 +14,17 @@ use sluice::binlog::file::{ReadError, read_file};
 use sluice::binlog::{BinlogError, Decoder, DecoderOptions};
 use sluice::event::SourceItem;
 
+/// Sends the agent's logs to the test output (shown for failing tests). Idempotent.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,10 +50,14 @@ pub fn corpora() -> PathBuf {
 pub fn decode_file(path: &Path) -> (Vec<SourceItem>, Option<BinlogError>) {
     let mut dec = Decoder::new("", DecoderOptions::default());
     let mut items = Vec::new();
-    let res = read_file(path, &mut dec, |i| -> Result<(), std::convert::Infallible> {
-        items.push(i);
-        Ok(())
-    });
+    let res = read_file(
+        path,
+        &mut dec,
+        |i| -> Result<(), std::convert::Infallible> {
+            items.push(i);
+            Ok(())
+        },
+    );
     match res {
         Ok(_) => (items, None),
         Err(ReadError::Binlog(e)) => (items, Some(e)),

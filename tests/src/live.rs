@@ -49,7 +49,10 @@ pub fn server() -> Server {
         Server {
             port: get("SLUICE_MYSQL_PORT").parse().expect("port is a number"),
             repl: (get("SLUICE_MYSQL_USER"), get("SLUICE_MYSQL_PASSWORD")),
-            admin: (get("SLUICE_MYSQL_ADMIN_USER"), get("SLUICE_MYSQL_ADMIN_PASSWORD")),
+            admin: (
+                get("SLUICE_MYSQL_ADMIN_USER"),
+                get("SLUICE_MYSQL_ADMIN_PASSWORD"),
+            ),
         }
     })
     .clone()
@@ -76,7 +79,13 @@ impl Server {
 
     /// A source config for this server with a test-chosen server id.
     pub fn source(&self, server_id: u32) -> SourceConfig {
-        SourceConfig::new("127.0.0.1", self.port, &self.repl.0, &self.repl.1, server_id)
+        SourceConfig::new(
+            "127.0.0.1",
+            self.port,
+            &self.repl.0,
+            &self.repl.1,
+            server_id,
+        )
     }
 }
 

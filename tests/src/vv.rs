@@ -56,10 +56,15 @@ pub fn parse(dump: &[u8]) -> Vec<VvRow> {
                 None => continue,
             };
             let (value, comment) = match after_eq.rfind(" /* ") {
-                Some(i) => (after_eq[..i].trim_end(), after_eq[i + 4..].trim_end_matches(" */")),
+                Some(i) => (
+                    after_eq[..i].trim_end(),
+                    after_eq[i + 4..].trim_end_matches(" */"),
+                ),
                 None => (after_eq.trim_end(), ""),
             };
-            let Ok(idx) = idx.parse::<usize>() else { continue };
+            let Ok(idx) = idx.parse::<usize>() else {
+                continue;
+            };
             let entry = (idx, value.to_string(), comment.to_string());
             if in_set || r.kind == "INSERT" {
                 r.after.push(entry);
@@ -117,7 +122,10 @@ pub fn same(col: &Column, cell: Cell<'_>, value: &str, comment: &str) -> Result<
         Cell::Value(b) => b,
     };
     if value == "NULL" {
-        return Err(format!("tool has NULL, Sluice has {:?}", String::from_utf8_lossy(ours)));
+        return Err(format!(
+            "tool has NULL, Sluice has {:?}",
+            String::from_utf8_lossy(ours)
+        ));
     }
     let ours_s = String::from_utf8_lossy(ours).to_string();
     let short = |s: &str| s.chars().take(120).collect::<String>();
@@ -132,17 +140,36 @@ pub fn same(col: &Column, cell: Cell<'_>, value: &str, comment: &str) -> Result<
         ColumnKind::Int { .. } | ColumnKind::Year => {
             // "-1 (4294967295)": either form.
             let mut forms = value.split(" (").map(|s| s.trim_end_matches(')').trim());
-            if forms.any(|f| f == ours_s) { Ok(()) } else { mismatch() }
+            if forms.any(|f| f == ours_s) {
+                Ok(())
+            } else {
+                mismatch()
+            }
         }
         ColumnKind::Float | ColumnKind::Double => {
-            let a: f64 = value.trim().parse().map_err(|_| format!("bad float {value}"))?;
+            let a: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad float {value}"))?;
             let b: f64 = ours_s.parse().map_err(|_| format!("bad float {ours_s}"))?;
-            let tol = if matches!(col.kind, ColumnKind::Float) { 1e-5 } else { 1e-12 };
-            if a == b || ((a - b) / a.abs().max(1e-300)).abs() < tol { Ok(()) } else { mismatch() }
+            let tol = if matches!(col.kind, ColumnKind::Float) {
+                1e-5
+            } else {
+                1e-12
+            };
+            if a == b || ((a - b) / a.abs().max(1e-300)).abs() < tol {
+                Ok(())
+            } else {
+                mismatch()
+            }
         }
         ColumnKind::Date => {
             let v = unquote(value).map(|b| String::from_utf8_lossy(&b).replace(':', "-"));
-            if v.as_deref() == Some(ours_s.as_str()) { Ok(()) } else { mismatch() }
+            if v.as_deref() == Some(ours_s.as_str()) {
+                Ok(())
+            } else {
+                mismatch()
+            }
         }
         ColumnKind::Timestamp { .. } => {
             // Epoch seconds (with optional fraction) vs our UTC text.
@@ -160,7 +187,11 @@ pub fn same(col: &Column, cell: Cell<'_>, value: &str, comment: &str) -> Result<
                     sod % 60
                 )
             };
-            if ours_s.starts_with(&text) { Ok(()) } else { mismatch() }
+            if ours_s.starts_with(&text) {
+                Ok(())
+            } else {
+                mismatch()
+            }
         }
         ColumnKind::Enum { .. } => {
             let idx: usize = value.parse().map_err(|_| format!("bad enum {value}"))?;
@@ -184,7 +215,11 @@ pub fn same(col: &Column, cell: Cell<'_>, value: &str, comment: &str) -> Result<
                 (ColumnKind::Set { .. }, Some(_)) => 0,
                 _ => ours_s.parse().unwrap_or(u64::MAX),
             };
-            if bits == ours_bits { Ok(()) } else { mismatch() }
+            if bits == ours_bits {
+                Ok(())
+            } else {
+                mismatch()
+            }
         }
         ColumnKind::Char { .. } | ColumnKind::VarChar { .. } | ColumnKind::Blob { .. } => {
             let raw = unquote(value).ok_or_else(|| format!("bad string {value}"))?;
@@ -197,7 +232,8 @@ pub fn same(col: &Column, cell: Cell<'_>, value: &str, comment: &str) -> Result<
                 }
                 o
             };
-            if ours == raw.as_slice() || ours == transcoded.as_slice() || trimmed == raw.as_slice() {
+            if ours == raw.as_slice() || ours == transcoded.as_slice() || trimmed == raw.as_slice()
+            {
                 Ok(())
             } else {
                 let at = ours.iter().zip(&raw).position(|(a, b)| a != b);

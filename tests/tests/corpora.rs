@@ -13,7 +13,10 @@ fn binlog_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![corpora()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("corpora are readable").flatten() {
+        for e in std::fs::read_dir(&d)
+            .expect("corpora are readable")
+            .flatten()
+        {
             let p = e.path();
             if p.is_dir() {
                 if !p.ends_with("_derived") {
@@ -73,7 +76,11 @@ fn expected_failure(name: &str) -> Option<fn(&DecodeError) -> bool> {
 #[test]
 fn every_file_decodes_or_fails_cleanly() {
     let files = binlog_files();
-    assert!(files.len() >= 60, "expected the whole corpus, found {} files", files.len());
+    assert!(
+        files.len() >= 60,
+        "expected the whole corpus, found {} files",
+        files.len()
+    );
     let mut decoded_rows = 0usize;
     for f in &files {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -84,7 +91,9 @@ fn every_file_decodes_or_fails_cleanly() {
             (None, Some(e)) => panic!("{} failed: {e}", rel(f)),
             (Some(_), None) => panic!("{} decoded, but it is known to be broken", rel(f)),
             (Some(ok), Some(e)) => {
-                let de = e.decode_error().unwrap_or_else(|| panic!("{}: {e}", rel(f)));
+                let de = e
+                    .decode_error()
+                    .unwrap_or_else(|| panic!("{}: {e}", rel(f)));
                 assert!(ok(de), "{}: wrong kind of failure: {e}", rel(f));
                 // The message locates the event.
                 assert!(e.to_string().contains("at offset"), "{}: {e}", rel(f));
@@ -135,7 +144,10 @@ fn values_match_mariadb_binlog_dumps() {
     let mut compared_values = 0;
     for f in binlog_files() {
         let r = rel(&f);
-        let dump = derived.join(format!("{}.mariadb-binlog-vv.txt", r.trim_end_matches(".gz")));
+        let dump = derived.join(format!(
+            "{}.mariadb-binlog-vv.txt",
+            r.trim_end_matches(".gz")
+        ));
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if !dump.is_file() || r.ends_with(".gz") || expected_failure(name).is_some() {
             continue;
@@ -150,7 +162,10 @@ fn values_match_mariadb_binlog_dumps() {
         compared_files += 1;
     }
     assert!(compared_files >= 40, "only {compared_files} files compared");
-    assert!(compared_values >= 2000, "only {compared_values} values compared");
+    assert!(
+        compared_values >= 2000,
+        "only {compared_values} values compared"
+    );
 }
 
 /// The sakila dump (MySQL 5.5, v1 rows, old temporal types) against its -vv output.
@@ -173,7 +188,11 @@ fn sakila_matches_its_dump() {
 }
 
 fn after(ev: &ChangeEvent, row: usize, col: usize) -> String {
-    match ev.rows.image(row, if ev.kind == ChangeKind::Update { 1 } else { 0 }).cell(col) {
+    match ev
+        .rows
+        .image(row, if ev.kind == ChangeKind::Update { 1 } else { 0 })
+        .cell(col)
+    {
         Cell::Value(b) => String::from_utf8_lossy(b).into_owned(),
         Cell::Null => "NULL".into(),
         Cell::Absent => "ABSENT".into(),
@@ -189,8 +208,11 @@ fn before(ev: &ChangeEvent, row: usize, col: usize) -> String {
 }
 
 fn rmc(name: &str) -> Vec<ChangeEvent> {
-    let (items, err) =
-        decode_file(&corpora().join("rust_mysql_common/test-data/binlogs").join(name));
+    let (items, err) = decode_file(
+        &corpora()
+            .join("rust_mysql_common/test-data/binlogs")
+            .join(name),
+    );
     assert!(err.is_none(), "{name}: {err:?}");
     changes(&items)
 }
@@ -222,10 +244,22 @@ fn json_opaque_values() {
 #[test]
 fn vector_values() {
     let evs = rmc("vector.binlog");
-    let ins: Vec<&ChangeEvent> = evs.iter().filter(|e| e.kind == ChangeKind::Insert).collect();
-    let with_two = ins.iter().find(|e| e.rows.len() == 2).expect("two-row insert");
-    assert_eq!(after(with_two, 0, 1), "[1.10000e+00,2.20000e+00,3.30000e+00]");
-    assert_eq!(after(with_two, 1, 1), "[1.00000e+00,-1.00000e+00,0.00000e+00]");
+    let ins: Vec<&ChangeEvent> = evs
+        .iter()
+        .filter(|e| e.kind == ChangeKind::Insert)
+        .collect();
+    let with_two = ins
+        .iter()
+        .find(|e| e.rows.len() == 2)
+        .expect("two-row insert");
+    assert_eq!(
+        after(with_two, 0, 1),
+        "[1.10000e+00,2.20000e+00,3.30000e+00]"
+    );
+    assert_eq!(
+        after(with_two, 1, 1),
+        "[1.00000e+00,-1.00000e+00,0.00000e+00]"
+    );
 }
 
 #[test]
@@ -233,9 +267,18 @@ fn enum_set_char_values() {
     let evs = rmc("mysql-enum-string-set.000001");
     let long = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456780123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456780123456789012345678901234567890123456789";
     assert_eq!(long.len(), 298);
-    let w = evs.iter().find(|e| e.kind == ChangeKind::Insert).expect("write");
-    let u = evs.iter().find(|e| e.kind == ChangeKind::Update).expect("update");
-    let d = evs.iter().find(|e| e.kind == ChangeKind::Delete).expect("delete");
+    let w = evs
+        .iter()
+        .find(|e| e.kind == ChangeKind::Insert)
+        .expect("write");
+    let u = evs
+        .iter()
+        .find(|e| e.kind == ChangeKind::Update)
+        .expect("update");
+    let d = evs
+        .iter()
+        .find(|e| e.kind == ChangeKind::Delete)
+        .expect("delete");
     let got: Vec<String> = (0..5).map(|c| after(w, 0, c)).collect();
     let e1 = w.table.columns[2].labels.as_ref().expect("enum labels")[0].clone();
     let set = &w.table.columns[3].labels.as_ref().expect("set labels");
@@ -254,7 +297,10 @@ fn enum_set_char_values() {
 
 #[test]
 fn bit_values() {
-    for ev in rmc("mysql_type_bit.000001").iter().filter(|e| e.kind == ChangeKind::Insert) {
+    for ev in rmc("mysql_type_bit.000001")
+        .iter()
+        .filter(|e| e.kind == ChangeKind::Insert)
+    {
         for r in 0..ev.rows.len() {
             assert_eq!(after(ev, r, 0), "4");
             assert_eq!(after(ev, r, 1), "foo");
@@ -272,7 +318,10 @@ fn negative_time() {
 #[test]
 fn minimal_metadata_unsigned() {
     let evs = rmc("minimal_row_metadata.000001");
-    let ev = evs.iter().find(|e| e.kind != ChangeKind::Ddl).expect("rows");
+    let ev = evs
+        .iter()
+        .find(|e| e.kind != ChangeKind::Ddl)
+        .expect("rows");
     // The transcription numbers columns from 0: its "@2" and "@4" are mysqlbinlog's @3
     // and @5. The row image is MINIMAL, so @2 and @4 are not in it.
     assert_eq!(ev.table.columns[2].collation, Some(255));
@@ -288,11 +337,17 @@ fn minimal_metadata_unsigned() {
 #[test]
 fn mariadb_full_metadata() {
     let evs = rmc("mariadb-bin.000001");
-    let rows: Vec<&ChangeEvent> = evs.iter().filter(|e| e.kind == ChangeKind::Insert).collect();
+    let rows: Vec<&ChangeEvent> = evs
+        .iter()
+        .filter(|e| e.kind == ChangeKind::Insert)
+        .collect();
     assert!(!rows.is_empty());
     for ev in rows {
         let t = &ev.table;
-        assert_eq!((t.database.as_str(), t.table.as_str()), ("toddy_test", "outbox"));
+        assert_eq!(
+            (t.database.as_str(), t.table.as_str()),
+            ("toddy_test", "outbox")
+        );
         let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["id", "topic", "event_type", "event", "created"]);
         assert_eq!(t.primary_key, [0]);
@@ -305,7 +360,10 @@ fn mariadb_full_metadata() {
 #[test]
 fn compressed_transaction_payload() {
     let evs = rmc("transaction_compression.000001");
-    let ins: Vec<&ChangeEvent> = evs.iter().filter(|e| e.kind == ChangeKind::Insert).collect();
+    let ins: Vec<&ChangeEvent> = evs
+        .iter()
+        .filter(|e| e.kind == ChangeKind::Insert)
+        .collect();
     assert_eq!(ins.len(), 1);
     // Inner sequence: QUERY, TABLE_MAP, WRITE_ROWS, XID.
     assert_eq!(ins[0].position.sub, 3);
@@ -316,22 +374,30 @@ fn compressed_transaction_payload() {
 
 #[test]
 fn tagged_gtids() {
-    let f = corpora().join("rust_mysql_common/test-data/binlogs/binlog_transaction_with_GTID_TAG.000001");
+    let f = corpora()
+        .join("rust_mysql_common/test-data/binlogs/binlog_transaction_with_GTID_TAG.000001");
     let (items, err) = decode_file(&f);
     assert!(err.is_none(), "{err:?}");
     let gtid = changes(&items)[0].txn.gtid.as_ref().map(|g| g.to_string());
-    assert_eq!(gtid.as_deref(), Some("55778904-0299-11f1-b1b8-4ef0c4956feb:mytag:3"));
+    assert_eq!(
+        gtid.as_deref(),
+        Some("55778904-0299-11f1-b1b8-4ef0c4956feb:mytag:3")
+    );
     let commit = items.iter().rev().find_map(|i| match i {
         SourceItem::Commit { checkpoint, .. } => checkpoint.gtid.as_ref().map(|g| g.to_string()),
         _ => None,
     });
     assert_eq!(
         commit.as_deref(),
-        Some("55778904-0299-11f1-b1b8-4ef0c4956feb:1-13,55778904-0299-11f1-b1b8-4ef0c4956feb:mytag:1-3")
+        Some(
+            "55778904-0299-11f1-b1b8-4ef0c4956feb:1-13,55778904-0299-11f1-b1b8-4ef0c4956feb:mytag:1-3"
+        )
     );
-    let f = corpora().join("rust_mysql_common/test-data/binlogs/binlog_transaction_previous_GTID_no_tag.000001");
+    let f = corpora()
+        .join("rust_mysql_common/test-data/binlogs/binlog_transaction_previous_GTID_no_tag.000001");
     let mut dec = sluice::binlog::Decoder::new("", Default::default());
-    sluice::binlog::file::read_file(&f, &mut dec, |_| -> Result<(), ()> { Ok(()) }).expect("decodes");
+    sluice::binlog::file::read_file(&f, &mut dec, |_| -> Result<(), ()> { Ok(()) })
+        .expect("decodes");
     assert_eq!(
         dec.gtid_state().map(|g| g.to_string()).as_deref(),
         Some("b9b88c66-0755-11f1-9899-4a9da94c4d71:1-2")
@@ -361,7 +427,11 @@ fn decimals_match_select_output() {
     let mut got = Vec::new();
     for ev in evs.iter().filter(|e| e.kind == ChangeKind::Insert) {
         for r in 0..ev.rows.len() {
-            got.push((0..ev.table.columns.len()).map(|c| after(ev, r, c)).collect::<Vec<_>>());
+            got.push(
+                (0..ev.table.columns.len())
+                    .map(|c| after(ev, r, c))
+                    .collect::<Vec<_>>(),
+            );
         }
     }
     assert_eq!(got, want);
@@ -385,12 +455,21 @@ fn binlog_parser_fixtures() {
             for r in 0..ev.rows.len() {
                 ours.entry((ev.table.table.clone(), ev.position.next))
                     .or_default()
-                    .push((0..ev.table.columns.len()).map(|c| after(ev, r, c)).collect());
+                    .push(
+                        (0..ev.table.columns.len())
+                            .map(|c| after(ev, r, c))
+                            .collect(),
+                    );
             }
         }
         for msg in &want {
-            let Some(data) = msg.pointer("/Data/Row") else { continue };
-            let table = msg.pointer("/Header/Table").and_then(|v| v.as_str()).unwrap_or_default();
+            let Some(data) = msg.pointer("/Data/Row") else {
+                continue;
+            };
+            let table = msg
+                .pointer("/Header/Table")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let mut values: Vec<String> = data
                 .as_object()
                 .map(|o| {
@@ -412,7 +491,10 @@ fn binlog_parser_fixtures() {
                         r == values
                     })
             });
-            assert!(found, "fixture {n}: no decoded row of {table} has values {values:?}");
+            assert!(
+                found,
+                "fixture {n}: no decoded row of {table} has values {values:?}"
+            );
             checked += 1;
         }
     }

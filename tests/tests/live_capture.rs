@@ -78,7 +78,11 @@ fn short(b: &Option<Vec<u8>>) -> String {
         Some(b) => {
             let s = String::from_utf8_lossy(b);
             if s.len() > 80 {
-                format!("{}... ({} bytes)", &s.chars().take(60).collect::<String>(), b.len())
+                format!(
+                    "{}... ({} bytes)",
+                    &s.chars().take(60).collect::<String>(),
+                    b.len()
+                )
             } else {
                 format!("{s:?}")
             }
@@ -164,13 +168,20 @@ async fn setup(conn: &mut mysql_async::Conn, db_table_sql: &str) {
 async fn every_column_type_matches_select() {
     let srv = server();
     let mut admin = srv.admin().await;
-    exec(&mut admin, "SET SESSION sql_mode = '', time_zone = '+00:00'").await;
+    exec(
+        &mut admin,
+        "SET SESSION sql_mode = '', time_zone = '+00:00'",
+    )
+    .await;
     setup(&mut admin, ALL_TYPES).await;
     let mut cfg = srv.source(4_000_001);
     cfg.start = StartPosition::Latest;
     let mut src = BinlogSource::connect(cfg, None).await.expect("connect");
 
-    let insert = format!("INSERT INTO sluice_live.all_types VALUES {}", ROWS.join(","));
+    let insert = format!(
+        "INSERT INTO sluice_live.all_types VALUES {}",
+        ROWS.join(",")
+    );
     exec(&mut admin, &insert).await;
     let after_insert = select_rows(&mut admin).await;
     let rows = next_txn(&mut src, "all_types").await;
@@ -243,7 +254,10 @@ async fn compressed_events_decode() {
     let _ = res;
     let ins = next_change(&mut src, "compressed").await;
     assert_eq!(ins.kind, ChangeKind::Insert);
-    assert_eq!(text(ins.rows.image(0, 0).cell(1)), Some("abc".repeat(1000).into_bytes()));
+    assert_eq!(
+        text(ins.rows.image(0, 0).cell(1)),
+        Some("abc".repeat(1000).into_bytes())
+    );
     assert_eq!(text(ins.rows.image(1, 0).cell(2)), None);
     let upd = next_change(&mut src, "compressed").await;
     assert_eq!(upd.kind, ChangeKind::Update);
@@ -251,5 +265,10 @@ async fn compressed_events_decode() {
     let ddl = next_change(&mut src, "compressed").await;
     assert_eq!(ddl.kind, ChangeKind::Ddl);
     assert_eq!(ddl.table.table, "compressed");
-    assert!(ddl.sql.as_deref().unwrap_or("").contains("ADD COLUMN extra"));
+    assert!(
+        ddl.sql
+            .as_deref()
+            .unwrap_or("")
+            .contains("ADD COLUMN extra")
+    );
 }

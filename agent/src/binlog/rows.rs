@@ -137,9 +137,23 @@ fn decode_body(
         let at = c.offset();
         let inflated = mariadb_uncompress(c.rest(), at)?;
         let mut plain = Cursor::new(&inflated, at);
-        decode_images(&mut plain, lay, schema, opts, [present_before, present_after], images)
+        decode_images(
+            &mut plain,
+            lay,
+            schema,
+            opts,
+            [present_before, present_after],
+            images,
+        )
     } else {
-        decode_images(c, lay, schema, opts, [present_before, present_after], images)
+        decode_images(
+            c,
+            lay,
+            schema,
+            opts,
+            [present_before, present_after],
+            images,
+        )
     }
 }
 

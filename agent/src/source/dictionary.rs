@@ -11,14 +11,7 @@ pub async fn fetch(
     db: &str,
     table: &str,
 ) -> Result<Option<DictTable>, mysql_async::Error> {
-    type Row = (
-        String,
-        String,
-        String,
-        Option<u64>,
-        Option<u64>,
-        String,
-    );
+    type Row = (String, String, String, Option<u64>, Option<u64>, String);
     let rows: Vec<Row> = conn
         .exec(
             "SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, co.ID, k.ORDINAL_POSITION, \
@@ -39,14 +32,16 @@ pub async fn fetch(
     Ok(Some(DictTable {
         columns: rows
             .into_iter()
-            .map(|(name, data_type, column_type, coll, pk, nullable)| DictColumn {
-                name,
-                data_type,
-                column_type,
-                collation_id: coll.and_then(|c| u16::try_from(c).ok()),
-                pk_ordinal: pk.and_then(|p| u32::try_from(p).ok()),
-                nullable: nullable.eq_ignore_ascii_case("YES"),
-            })
+            .map(
+                |(name, data_type, column_type, coll, pk, nullable)| DictColumn {
+                    name,
+                    data_type,
+                    column_type,
+                    collation_id: coll.and_then(|c| u16::try_from(c).ok()),
+                    pk_ordinal: pk.and_then(|p| u32::try_from(p).ok()),
+                    nullable: nullable.eq_ignore_ascii_case("YES"),
+                },
+            )
             .collect(),
     }))
 }

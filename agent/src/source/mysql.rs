@@ -95,6 +95,9 @@ pub struct SourceStats {
     pub reconnects: u64,
     /// Heartbeats received.
     pub heartbeats: u64,
+    /// Reconnects that happened inside a partly handed-out transaction (its already
+    /// handed-out changes were skipped when re-read).
+    pub resumed_mid_transaction: u64,
 }
 
 /// Failures of one connection attempt or stream, sorted into retry or stop.
@@ -177,7 +180,10 @@ async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, SourceE
 }
 
 /// Checks the server is set up for row-based capture and the user may replicate.
-async fn check_server(conn: &mut Conn, cfg: &SourceConfig) -> Result<(Flavor, ChecksumAlg), SourceError> {
+async fn check_server(
+    conn: &mut Conn,
+    cfg: &SourceConfig,
+) -> Result<(Flavor, ChecksumAlg), SourceError> {
     let version = variable(conn, "version").await?.unwrap_or_default();
     let flavor = if version.contains("MariaDB") {
         Flavor::Mariadb
@@ -458,9 +464,11 @@ impl BinlogSource {
                 conn.exec_drop("SET @slave_connect_state = ?", (g.to_string(),))
                     .await
                     .map_err(|e| classify(e, &self.cfg, &self.resume))?;
-                conn.query_drop("SET @slave_gtid_strict_mode = 0, @slave_gtid_ignore_duplicates = 0")
-                    .await
-                    .map_err(|e| classify(e, &self.cfg, &self.resume))?;
+                conn.query_drop(
+                    "SET @slave_gtid_strict_mode = 0, @slave_gtid_ignore_duplicates = 0",
+                )
+                .await
+                .map_err(|e| classify(e, &self.cfg, &self.resume))?;
             }
         }
         let file = self.resume.file.to_string();
@@ -540,6 +548,9 @@ impl BinlogSource {
         }
         self.pending.clear();
         self.replaying = self.begun;
+        if self.begun {
+            self.stats.resumed_mid_transaction += 1;
+        }
         loop {
             tracing::warn!(
                 message = "Binlog stream lost; reconnecting.",
@@ -615,13 +626,19 @@ impl BinlogSource {
         }
         self.decoder
             .decode(&self.raw, offset, &mut self.scratch)
-            .map_err(|error| Failure::Fatal(SourceError::Decode(BinlogError::Event { location, error })))?;
+            .map_err(|error| {
+                Failure::Fatal(SourceError::Decode(BinlogError::Event { location, error }))
+            })?;
         for item in self.scratch.drain(..) {
             if self.replaying {
                 match &item {
                     SourceItem::Begin(_) => continue,
                     SourceItem::Change(ev) => {
-                        let key = (ev.position.file.clone(), ev.position.offset, ev.position.sub);
+                        let key = (
+                            ev.position.file.clone(),
+                            ev.position.offset,
+                            ev.position.sub,
+                        );
                         if let Some(last) = &self.emitted_in_txn
                             && key.0 == last.0
                             && (key.1, key.2) <= (last.1, last.2)
@@ -641,7 +658,11 @@ impl BinlogSource {
 
     async fn load_dictionary(&mut self, db: &str, table: &str) -> Result<(), Failure> {
         if self.meta.is_none() {
-            self.meta = Some(connect(&self.cfg).await.map_err(|e| Failure::Transient(e.to_string()))?);
+            self.meta = Some(
+                connect(&self.cfg)
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string()))?,
+            );
         }
         let Some(conn) = self.meta.as_mut() else {
             return Ok(());
@@ -652,11 +673,15 @@ impl BinlogSource {
             Ok(None) => self.decoder.set_dictionary(
                 db,
                 table,
-                Arc::new(crate::schema::DictTable { columns: Vec::new() }),
+                Arc::new(crate::schema::DictTable {
+                    columns: Vec::new(),
+                }),
             ),
             Err(e) => {
                 self.meta = None;
-                return Err(Failure::Transient(format!("reading information_schema: {e}")));
+                return Err(Failure::Transient(format!(
+                    "reading information_schema: {e}"
+                )));
             }
         }
         Ok(())
