@@ -6,7 +6,7 @@
 //! - [`event`]: the change event every later stage consumes;
 //! - [`source`]: the live replication client (connect, start position, reconnect);
 //! - [`schema`]: table definitions from `information_schema`;
-//! - [`format`]: Canal FlatMessage and Debezium-style JSON;
+//! - [`mod@format`]: Canal FlatMessage and Debezium-style JSON;
 //! - [`ddl`]: statement targets for DDL events.
 
 pub mod binlog;

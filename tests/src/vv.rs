@@ -6,6 +6,9 @@
 
 use sluice::event::{Cell, ChangeEvent, ChangeKind, Column, ColumnKind};
 
+/// One printed value: (1-based column, value text, type comment).
+pub type VvValue = (usize, String, String);
+
 /// One row change printed by the tool.
 #[derive(Debug, Clone)]
 pub struct VvRow {
@@ -14,9 +17,9 @@ pub struct VvRow {
     /// `db`.`table`.
     pub table: String,
     /// Before image (WHERE) values by column, 1-based index.
-    pub before: Vec<(usize, String, String)>,
+    pub before: Vec<VvValue>,
     /// After image (SET) values.
-    pub after: Vec<(usize, String, String)>,
+    pub after: Vec<VvValue>,
 }
 
 /// Parses all `###` row blocks of a -vv dump. The dump is raw bytes (values are printed
@@ -281,7 +284,7 @@ pub fn compare(events: &[ChangeEvent], rows: &[VvRow]) -> Result<usize, String> 
         if vv.kind != want_kind {
             return Err(format!("row {n}: tool {} vs Sluice {want_kind}", vv.kind));
         }
-        let images: Vec<(usize, &Vec<(usize, String, String)>)> = match ev.kind {
+        let images: Vec<(usize, &Vec<VvValue>)> = match ev.kind {
             ChangeKind::Insert => vec![(0, &vv.after)],
             ChangeKind::Delete => vec![(0, &vv.before)],
             _ => vec![(0, &vv.before), (1, &vv.after)],

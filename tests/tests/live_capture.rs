@@ -239,8 +239,10 @@ async fn compressed_events_decode() {
         .expect("connect");
     exec(&mut admin, "SET GLOBAL log_bin_compress_min_len = 10").await;
     exec(&mut admin, "SET GLOBAL log_bin_compress = ON").await;
-    let res = async {
-        let mut conn = srv.admin().await;
+    // Write from a task so a failure still reaches the line that switches compression off.
+    let srv2 = srv.clone();
+    let writes = tokio::spawn(async move {
+        let mut conn = srv2.admin().await;
         exec(
             &mut conn,
             "INSERT INTO sluice_live.compressed VALUES (1, REPEAT('abc', 1000), 1), (2, 'short', NULL)",
@@ -248,10 +250,12 @@ async fn compressed_events_decode() {
         .await;
         exec(&mut conn, "UPDATE sluice_live.compressed SET n = 7 WHERE id = 1").await;
         exec(&mut conn, "ALTER TABLE sluice_live.compressed ADD COLUMN extra INT").await;
-    }
+    })
     .await;
     exec(&mut admin, "SET GLOBAL log_bin_compress = OFF").await;
-    let _ = res;
+    if let Err(e) = writes {
+        std::panic::resume_unwind(e.into_panic());
+    }
     let ins = next_change(&mut src, "compressed").await;
     assert_eq!(ins.kind, ChangeKind::Insert);
     assert_eq!(

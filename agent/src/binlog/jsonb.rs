@@ -167,7 +167,7 @@ impl Parser {
             let e = header + keys_len + i * value_entry;
             let t = b[e];
             let inline = match t {
-                0x04 | 0x05 | 0x06 => true,
+                0x04..=0x06 => true,
                 0x07 | 0x08 => large,
                 _ => false,
             };

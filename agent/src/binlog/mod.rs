@@ -1,7 +1,7 @@
 //! Binlog decoding: framing, checksums, event bodies and row values.
 //!
 //! The decoder works on raw event bytes (19-byte header + body + optional CRC32), the same
-//! whether they come from a file ([`file`]) or from a replication stream
+//! whether they come from a file ([`mod@file`]) or from a replication stream
 //! (`crate::source`). Invariants:
 //! - every event's CRC32 is verified when the format description says CRC32;
 //! - no input makes it panic: short or corrupt bytes become a [`BinlogError`] naming the

@@ -421,7 +421,13 @@ impl BinlogSource {
             backoff,
             last_rx: Instant::now(),
         };
-        match src.open_stream().await {
+        // The server answers a bad position only when the stream is read: read its first
+        // event (the fake ROTATE) so such errors surface here, at startup.
+        let opened = match src.open_stream().await {
+            Ok(()) => src.pump().await,
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(()) => Ok(src),
             Err(Failure::Fatal(e)) => Err(e),
             Err(Failure::Transient(detail)) => Err(SourceError::Position {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, unit tests, corpus tests and live tests against a
+# fresh throwaway MariaDB (started here; a test that cannot reach it fails).
+#
+#   scripts/test.sh            # everything
+#   SLUICE_KEEP_DB=1 scripts/test.sh   # reuse the running test server instead of a fresh one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${SLUICE_KEEP_DB:-0}" != 1 ]; then
+    scripts/mariadb.sh wipe >/dev/null 2>&1 || true
+fi
+scripts/mariadb.sh start
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+# Integration test binaries run one after another; the ones that restart the server or
+# change its global settings are single test functions.
+cargo test --workspace --locked
