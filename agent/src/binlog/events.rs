@@ -341,13 +341,12 @@ pub fn decompress_transaction_payload(body: &[u8]) -> Result<Vec<u8>, DecodeErro
     match compression {
         Some(255) => Ok(payload.to_vec()),
         Some(0) | None => {
-            let dec = ruzstd::decoding::StreamingDecoder::new(payload).map_err(|e| {
-                DecodeError::Malformed {
+            let dec =
+                zstd::stream::read::Decoder::new(payload).map_err(|e| DecodeError::Malformed {
                     what: "TRANSACTION_PAYLOAD zstd frame",
                     at: HEADER_LEN,
                     detail: e.to_string(),
-                }
-            })?;
+                })?;
             read_bounded(dec, limit, "TRANSACTION_PAYLOAD zstd data")
         }
         Some(other) => Err(DecodeError::Unsupported(format!(
