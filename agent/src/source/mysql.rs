@@ -271,7 +271,7 @@ async fn check_server(
     };
     if let Ok(rows) = conn.query::<mysql_async::Row, _>(hosts_query).await {
         for row in rows {
-            let id: Option<u32> = row.get(0);
+            let id: Option<u32> = row.get_opt(0).and_then(Result::ok);
             if id == Some(cfg.server_id) {
                 return Err(SourceError::ServerIdConflict {
                     server_id: cfg.server_id,
@@ -305,7 +305,8 @@ async fn resolve_start(
                 .query("SHOW BINARY LOGS")
                 .await
                 .map_err(server_err("listing binary logs"))?;
-            let first: Option<String> = rows.first().and_then(|r| r.get(0));
+            let first: Option<String> =
+                rows.first().and_then(|r| r.get_opt(0)).and_then(Result::ok);
             let file = first.ok_or_else(|| SourceError::Position {
                 position: "earliest".into(),
                 detail: "the server lists no binary logs".into(),
@@ -325,8 +326,8 @@ async fn resolve_start(
                 position: "latest".into(),
                 detail: "SHOW MASTER STATUS returned nothing (binary logging off?)".into(),
             })?;
-            let file: Option<String> = row.get(0);
-            let pos: Option<u64> = row.get(1);
+            let file: Option<String> = row.get_opt(0).and_then(Result::ok);
+            let pos: Option<u64> = row.get_opt(1).and_then(Result::ok);
             let gtid = match flavor {
                 Flavor::Mariadb => {
                     let g: Option<String> = conn
@@ -336,7 +337,7 @@ async fn resolve_start(
                     g.and_then(|g| GtidState::parse(&g).ok())
                 }
                 Flavor::Mysql => {
-                    let g: Option<String> = row.get(4);
+                    let g: Option<String> = row.get_opt(4).and_then(Result::ok);
                     g.filter(|g| !g.is_empty())
                         .and_then(|g| GtidState::parse(&g.replace('\n', "")).ok())
                 }
