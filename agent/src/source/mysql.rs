@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, OptsBuilder};
 
@@ -79,9 +79,12 @@ pub enum SourceError {
         #[source]
         source: mysql_async::Error,
     },
-    /// Stopped by the caller.
-    #[error("stopped")]
-    Stopped,
+    /// The server sent a packet the driver could not parse (a short or corrupt event).
+    #[error("the server sent a malformed binlog event after {after}")]
+    Malformed {
+        /// The last transaction boundary handed out.
+        after: String,
+    },
 }
 
 /// Counters of a running source.
@@ -585,7 +588,18 @@ impl BinlogSource {
         let Some(stream) = self.stream.as_mut() else {
             return Err(Failure::Transient("no stream".into()));
         };
-        let next = tokio::time::timeout(self.cfg.read_timeout, stream.next()).await;
+        // mysql_common's event parser indexes past short packets instead of returning an
+        // error; a panic there must become an error that names the position, not a crash.
+        let read = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
+        let next = match tokio::time::timeout(self.cfg.read_timeout, read).await {
+            Ok(Err(_panic)) => {
+                return Err(Failure::Fatal(SourceError::Malformed {
+                    after: self.resume.to_string(),
+                }));
+            }
+            Ok(Ok(v)) => Ok(v),
+            Err(e) => Err(e),
+        };
         let ev = match next {
             Err(_) => {
                 return Err(Failure::Transient(format!(
