@@ -333,6 +333,41 @@ impl Rows {
         self.len() == 0
     }
 
+    /// Empty rows of `columns` columns and `images` images per row.
+    pub fn new(columns: usize, images: usize) -> Self {
+        Rows {
+            data: Vec::new(),
+            spans: Vec::new(),
+            columns,
+            images,
+        }
+    }
+
+    /// Appends one image of a row (call `images` times per row, before-image first).
+    /// Cells beyond `columns` are ignored; missing ones are absent.
+    pub fn push_image(&mut self, cells: &[Option<&[u8]>]) {
+        for i in 0..self.columns {
+            match cells.get(i) {
+                Some(Some(v)) => {
+                    let start = self.data.len() as u32;
+                    self.data.extend_from_slice(v);
+                    self.spans.push(Span {
+                        start,
+                        len: v.len() as u32,
+                    });
+                }
+                Some(None) => self.spans.push(Span {
+                    start: 0,
+                    len: Span::NULL,
+                }),
+                None => self.spans.push(Span {
+                    start: 0,
+                    len: Span::ABSENT,
+                }),
+            }
+        }
+    }
+
     /// Image `image` of row `row` (see the type docs for the numbering).
     pub fn image(&self, row: usize, image: usize) -> Image<'_> {
         let start = (row * self.images + image) * self.columns;

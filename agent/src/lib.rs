@@ -13,5 +13,6 @@ pub mod binlog;
 pub mod ddl;
 pub mod event;
 pub mod format;
+pub mod router;
 pub mod schema;
 pub mod source;

@@ -5,6 +5,7 @@
 //! Tests that need a service start it through these helpers and fail loudly when it
 //! cannot run; nothing here skips.
 
+pub mod events;
 pub mod live;
 pub mod vv;
 

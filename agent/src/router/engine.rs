@@ -1,0 +1,215 @@
+//! The shared wasmtime engine: one `Engine` and `Linker` for all modules, a pooling
+//! allocator, epoch interruption driven by a ticker thread, and a cache of precompiled
+//! code keyed by the component's hash and the engine's settings.
+//!
+//! Invariants: the engine is configured for deterministic execution (NaN
+//! canonicalisation, deterministic relaxed SIMD, no threads), so the same module, config
+//! and events give the same decisions on every host; the linker offers only the
+//! `sluice:router/host` interface.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{Router as RouterWorld, RouterPre};
+use super::error::RouterError;
+use super::module::ModuleState;
+
+/// Epoch ticks per second.
+pub const TICKS_PER_SECOND: u64 = 1000;
+
+/// Largest memory cap a module may be given.
+pub const MAX_MODULE_MEMORY: usize = 1 << 30;
+
+/// Compiled code of one module version.
+pub struct ModuleCode {
+    /// Module name.
+    pub name: String,
+    /// SHA-256 of the component bytes, hex: the module's version id.
+    pub hash: String,
+    /// Pre-instantiated against the linker: imports type-checked once.
+    pub(crate) pre: RouterPre<ModuleState>,
+}
+
+impl std::fmt::Debug for ModuleCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleCode")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+impl ModuleCode {
+    /// The first 12 hex digits of the hash, for logs and headers.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12.min(self.hash.len())]
+    }
+}
+
+/// The engine all modules run on.
+pub struct RouterEngine {
+    engine: Engine,
+    linker: Linker<ModuleState>,
+    cache_dir: Option<PathBuf>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for RouterEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl RouterEngine {
+    /// An engine with room for `max_instances` live module instances. `cache_dir`
+    /// holds precompiled code (created if missing).
+    pub fn new(max_instances: u32, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true);
+        cfg.epoch_interruption(true);
+        cfg.cranelift_nan_canonicalization(true);
+        cfg.relaxed_simd_deterministic(true);
+        cfg.parallel_compilation(true);
+        let mut pool = PoolingAllocationConfig::default();
+        let n = max_instances.max(2);
+        pool.total_component_instances(n);
+        // A component made from one core module has a few core instances (module, adapter
+        // shims) and usually one memory.
+        pool.total_core_instances(n * 4);
+        pool.total_memories(n * 2);
+        pool.total_tables(n * 4);
+        pool.max_memory_size(MAX_MODULE_MEMORY);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine =
+            Engine::new(&cfg).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        RouterWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking host functions: {e:#}"))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop2 = stop.clone();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        if let Some(d) = cache_dir {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(RouterEngine {
+            engine,
+            linker,
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            stop_ticker: stop,
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Imports of a component that are not Sluice's own interfaces.
+    fn foreign_imports(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .filter(|name| !name.starts_with("sluice:router/"))
+            .collect()
+    }
+
+    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.cache_dir.as_ref()?;
+        // The engine's compatibility hash covers wasmtime's version and settings, so a
+        // different build or config never loads stale code.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{hash}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// Compiles (or loads precompiled) and checks a component. Reports whether the cache
+    /// was used.
+    pub fn compile(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Arc<ModuleCode>, bool), RouterError> {
+        let invalid = |detail: String| RouterError::Invalid {
+            module: name.to_string(),
+            detail,
+        };
+        let hash = hex(&Sha256::digest(bytes));
+        let cached = self.cache_path(&hash);
+        let mut from_cache = false;
+        let component = match cached.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: the file was written by `Component::serialize` of this engine
+            // configuration (the name carries the compatibility hash) into a directory
+            // owned by the agent.
+            Some(p) => match unsafe { Component::deserialize_file(&self.engine, p) } {
+                Ok(c) => {
+                    from_cache = true;
+                    c
+                }
+                Err(_) => Component::new(&self.engine, bytes)
+                    .map_err(|e| invalid(format!("not a valid component: {e:#}")))?,
+            },
+            None => Component::new(&self.engine, bytes)
+                .map_err(|e| invalid(format!("not a valid component: {e:#}")))?,
+        };
+        let foreign = self.foreign_imports(&component);
+        if !foreign.is_empty() {
+            return Err(RouterError::ForbiddenImports {
+                module: name.to_string(),
+                imports: foreign,
+            });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("does not fit the sluice:router world: {e:#}")))?;
+        let pre = RouterPre::new(pre)
+            .map_err(|e| invalid(format!("does not export the router world: {e:#}")))?;
+        if !from_cache
+            && let Some(p) = cached
+            && let Ok(bytes) = component.serialize()
+        {
+            // A failed cache write only costs a recompile next time.
+            let tmp = p.with_extension("tmp");
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &p);
+            }
+        }
+        Ok((
+            Arc::new(ModuleCode {
+                name: name.to_string(),
+                hash,
+                pre,
+            }),
+            from_cache,
+        ))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}

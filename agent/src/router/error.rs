@@ -1,0 +1,95 @@
+//! Why a module could not be loaded or a batch could not be routed.
+//!
+//! Callers branch on the kind: load errors refuse the module (the old version keeps
+//! serving); route errors go through the module's failure policy.
+
+/// A routing failure.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouterError {
+    /// The file is not a component, or does not fit the `router` world.
+    #[error("module `{module}`: {detail}")]
+    Invalid {
+        /// Module name.
+        module: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The component imports something other than Sluice's own interfaces.
+    #[error(
+        "module `{module}` imports {imports:?}; modules may import only sluice:router \
+         interfaces (no WASI, clocks, files, sockets or randomness)"
+    )]
+    ForbiddenImports {
+        /// Module name.
+        module: String,
+        /// The offending imports.
+        imports: Vec<String>,
+    },
+    /// `configure` failed or declared something the module may not do.
+    #[error("module `{module}` refused its configuration: {detail}")]
+    Config {
+        /// Module name.
+        module: String,
+        /// What it said, or what is not allowed.
+        detail: String,
+    },
+    /// The module trapped (panic, unreachable, out-of-bounds access).
+    #[error("module `{module}` trapped: {detail}")]
+    Trap {
+        /// Module name.
+        module: String,
+        /// The trap.
+        detail: String,
+    },
+    /// The module ran past its deadline.
+    #[error("module `{module}` ran past its {deadline_ms} ms deadline")]
+    Timeout {
+        /// Module name.
+        module: String,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The module tried to grow its memory past its cap.
+    #[error("module `{module}` exceeded its memory limit of {limit_bytes} bytes")]
+    MemoryLimit {
+        /// Module name.
+        module: String,
+        /// The cap.
+        limit_bytes: usize,
+    },
+    /// The module returned an error or malformed decisions.
+    #[error("module `{module}` returned bad output: {detail}")]
+    BadOutput {
+        /// Module name.
+        module: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A decision names a topic outside the module's allowed topics.
+    #[error("module `{module}` routed to topic `{topic}`, outside its allowed topics ({allowed})")]
+    ForeignTopic {
+        /// Module name.
+        module: String,
+        /// The topic.
+        topic: String,
+        /// What is allowed.
+        allowed: String,
+    },
+}
+
+impl RouterError {
+    /// Short kind name, for metrics and dead-letter headers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RouterError::Invalid { .. } => "invalid",
+            RouterError::ForbiddenImports { .. } => "forbidden-imports",
+            RouterError::Config { .. } => "config",
+            RouterError::Trap { .. } => "trap",
+            RouterError::Timeout { .. } => "timeout",
+            RouterError::MemoryLimit { .. } => "memory-limit",
+            RouterError::BadOutput { .. } => "bad-output",
+            RouterError::ForeignTopic { .. } => "foreign-topic",
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The router platform: routing modules (WebAssembly components of the `sluice:router`
+//! world) decide, per event, whether to drop it or where to publish it.
+//!
+//! Layout: [`engine`] (one engine, linker and code cache for all modules), [`module`] (a
+//! live instance: limits, batching, decision validation), [`spec`] (what the config
+//! says about a module), [`error`] (typed failures, branched on by policies).
+
+pub mod bindings;
+pub mod build;
+pub mod engine;
+pub mod error;
+pub mod module;
+pub mod spec;
+
+pub use engine::{ModuleCode, RouterEngine};
+pub use error::RouterError;
+pub use module::{ModuleInstance, Route, RouteInput};
+pub use spec::{AllowedTopics, Limits, ModuleSpec, Policy};

@@ -1,0 +1,574 @@
+//! One live instance of a module: its store (memory cap, deadline), the tables announced
+//! to it, batch encoding for its subscription, and validation of its decisions.
+//!
+//! Invariants: every call runs under a fresh epoch deadline; after any failure the store
+//! is thrown away and the next call starts from a new instance (configured again, tables
+//! announced again), so one bad batch never leaves a module in a half-broken state;
+//! every decision is checked (count, topic ownership) before it is used.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sluice_sdk::abi::{self, BatchWriter, Kind, ParsedDecision, ParsedTopic};
+use sluice_sdk::canal::TableFilter;
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+use super::bindings::Router as RouterWorld;
+use super::bindings::sluice::router::{host, types as wit};
+use super::engine::{ModuleCode, RouterEngine, TICKS_PER_SECOND};
+use super::error::RouterError;
+use super::spec::ModuleSpec;
+use crate::event::{Cell, ChangeEvent, ChangeKind, TableSchema};
+
+/// Log lines a module may write per call before the rest are only counted.
+const LOG_LINES_PER_CALL: u32 = 20;
+
+/// Store data of a module instance.
+pub struct ModuleState {
+    limiter: Limiter,
+    name: Arc<str>,
+    version: Arc<str>,
+    log_budget: u32,
+    /// Log lines dropped by the rate limit.
+    pub logs_dropped: u64,
+}
+
+struct Limiter {
+    max_memory: usize,
+    denied: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+impl host::Host for ModuleState {
+    fn log(&mut self, level: host::Level, message: String) {
+        if self.log_budget == 0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_budget -= 1;
+        let message: String = message.chars().take(2000).collect();
+        let (m, v) = (&*self.name, &*self.version);
+        match level {
+            host::Level::Debug => tracing::debug!(module = m, version = v, "{message}"),
+            host::Level::Info => tracing::info!(module = m, version = v, "{message}"),
+            host::Level::Warn => tracing::warn!(module = m, version = v, "{message}"),
+            host::Level::Error => tracing::error!(module = m, version = v, "{message}"),
+        }
+    }
+}
+
+impl wit::Host for ModuleState {}
+
+/// One destination of a routed event, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Topic (within the module's allowed topics).
+    pub topic: Arc<str>,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Explicit partition.
+    pub partition: Option<i32>,
+    /// Extra headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// An event handed to a module: a row of a change (row 0 for DDL).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInput<'a> {
+    /// The change.
+    pub event: &'a ChangeEvent,
+    /// Row within it.
+    pub row: usize,
+}
+
+/// The subscription as the host applies it.
+#[derive(Debug)]
+struct Subscription {
+    tables: TableFilter,
+    exclude: TableFilter,
+    kinds: [bool; 4],
+    columns: Vec<String>,
+    before: bool,
+}
+
+fn kind_index(k: ChangeKind) -> usize {
+    match k {
+        ChangeKind::Insert => 0,
+        ChangeKind::Update => 1,
+        ChangeKind::Delete => 2,
+        ChangeKind::Ddl => 3,
+    }
+}
+
+struct Announced {
+    schema: Arc<TableSchema>,
+    id: u32,
+    /// Table column index of each shipped column.
+    projection: Vec<usize>,
+}
+
+/// A module instance ready to route.
+pub struct ModuleInstance {
+    code: Arc<ModuleCode>,
+    spec: Arc<ModuleSpec>,
+    store: Store<ModuleState>,
+    world: RouterWorld,
+    sub: Subscription,
+    topics: Vec<Arc<str>>,
+    inline_topics: HashMap<String, Arc<str>>,
+    tables: HashMap<(String, String), Announced>,
+    next_table: u32,
+    writer: BatchWriter,
+    batch: Vec<u8>,
+    poisoned: bool,
+    engine: wasmtime::Engine,
+}
+
+impl std::fmt::Debug for ModuleInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleInstance")
+            .field("module", &self.code.name)
+            .field("version", &self.code.hash)
+            .finish()
+    }
+}
+
+fn to_kind(k: wit::ChangeKind) -> ChangeKind {
+    match k {
+        wit::ChangeKind::Insert => ChangeKind::Insert,
+        wit::ChangeKind::Update => ChangeKind::Update,
+        wit::ChangeKind::Delete => ChangeKind::Delete,
+        wit::ChangeKind::Ddl => ChangeKind::Ddl,
+    }
+}
+
+fn abi_kind(k: ChangeKind) -> Kind {
+    match k {
+        ChangeKind::Insert => Kind::Insert,
+        ChangeKind::Update => Kind::Update,
+        ChangeKind::Delete => Kind::Delete,
+        ChangeKind::Ddl => Kind::Ddl,
+    }
+}
+
+impl ModuleInstance {
+    /// Instantiates and configures a module; fails if it refuses its configuration or
+    /// declares topics it may not use.
+    pub fn new(
+        engine: &RouterEngine,
+        code: Arc<ModuleCode>,
+        spec: Arc<ModuleSpec>,
+    ) -> Result<Self, RouterError> {
+        let (store, world, sub, topics) = Self::start(engine.engine(), &code, &spec)?;
+        Ok(ModuleInstance {
+            code,
+            spec,
+            store,
+            world,
+            sub,
+            topics,
+            inline_topics: HashMap::new(),
+            tables: HashMap::new(),
+            next_table: 0,
+            writer: BatchWriter::new(),
+            batch: Vec::new(),
+            poisoned: false,
+            engine: engine.engine().clone(),
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start(
+        engine: &wasmtime::Engine,
+        code: &ModuleCode,
+        spec: &ModuleSpec,
+    ) -> Result<(Store<ModuleState>, RouterWorld, Subscription, Vec<Arc<str>>), RouterError> {
+        let name = spec.name.clone();
+        let mut store = Store::new(
+            engine,
+            ModuleState {
+                limiter: Limiter {
+                    max_memory: spec
+                        .limits
+                        .memory_bytes
+                        .min(super::engine::MAX_MODULE_MEMORY),
+                    denied: false,
+                },
+                name: Arc::from(spec.name.as_str()),
+                version: Arc::from(code.short_hash()),
+                log_budget: LOG_LINES_PER_CALL,
+                logs_dropped: 0,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(spec));
+        let world = code
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| RouterError::Invalid {
+                module: name.clone(),
+                detail: format!("cannot instantiate: {e:#}"),
+            })?;
+        let result = world.call_configure(&mut store, &spec.config);
+        let wsub = match result {
+            Ok(Ok(s)) => s,
+            Ok(Err(msg)) => {
+                return Err(RouterError::Config {
+                    module: name,
+                    detail: msg,
+                });
+            }
+            Err(e) => return Err(classify(&store, spec, e)),
+        };
+        let config_err = |detail: String| RouterError::Config {
+            module: name.clone(),
+            detail,
+        };
+        let tables = TableFilter::parse(&wsub.tables)
+            .map_err(|e| config_err(format!("subscription tables: {e}")))?;
+        let exclude = TableFilter::parse(&wsub.exclude_tables)
+            .map_err(|e| config_err(format!("subscription exclude-tables: {e}")))?;
+        let mut kinds = [false; 4];
+        for k in &wsub.kinds {
+            kinds[kind_index(to_kind(*k))] = true;
+        }
+        let mut topics = Vec::with_capacity(wsub.topics.len());
+        for t in &wsub.topics {
+            if !spec.topics.allows(t) {
+                return Err(RouterError::ForeignTopic {
+                    module: name.clone(),
+                    topic: t.clone(),
+                    allowed: spec.topics.describe(),
+                });
+            }
+            topics.push(Arc::from(t.as_str()));
+        }
+        let sub = Subscription {
+            tables,
+            exclude,
+            kinds,
+            columns: wsub.columns,
+            before: wsub.before_images,
+        };
+        Ok((store, world, sub, topics))
+    }
+
+    /// The compiled module.
+    pub fn code(&self) -> &Arc<ModuleCode> {
+        &self.code
+    }
+
+    /// The module's configuration.
+    pub fn spec(&self) -> &Arc<ModuleSpec> {
+        &self.spec
+    }
+
+    /// Whether the module subscribed to this kind of change on this table.
+    pub fn wants(&self, table: &TableSchema, kind: ChangeKind) -> bool {
+        if !self.sub.kinds[kind_index(kind)] {
+            return false;
+        }
+        let (db, t) = (table.database.as_str(), table.table.as_str());
+        if !self.sub.tables.is_empty() && !self.sub.tables.matches(db, t) {
+            return false;
+        }
+        self.sub.exclude.is_empty() || !self.sub.exclude.matches(db, t)
+    }
+
+    fn restart(&mut self) -> Result<(), RouterError> {
+        let (store, world, sub, topics) = Self::start(&self.engine, &self.code, &self.spec)?;
+        self.store = store;
+        self.world = world;
+        self.sub = sub;
+        self.topics = topics;
+        self.tables.clear();
+        self.poisoned = false;
+        Ok(())
+    }
+
+    /// Announces `schema` if the module has not seen this definition; returns its id.
+    fn announce(&mut self, schema: &Arc<TableSchema>) -> Result<u32, RouterError> {
+        let key = (schema.database.clone(), schema.table.clone());
+        if let Some(a) = self.tables.get(&key)
+            && (Arc::ptr_eq(&a.schema, schema) || same_columns(&a.schema, schema))
+        {
+            return Ok(a.id);
+        }
+        let id = match self.tables.get(&key) {
+            Some(a) => a.id,
+            None => {
+                self.next_table += 1;
+                self.next_table - 1
+            }
+        };
+        let projection: Vec<usize> = schema
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                self.sub.columns.is_empty()
+                    || schema.primary_key.contains(i)
+                    || self
+                        .sub
+                        .columns
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(&c.name))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let table = wit::Table {
+            id,
+            database: schema.database.clone(),
+            name: schema.table.clone(),
+            columns: projection
+                .iter()
+                .map(|&i| {
+                    let c = &schema.columns[i];
+                    wit::Column {
+                        name: c.name.clone(),
+                        sql_type: c.sql_type.clone(),
+                        binary: c.is_binary(),
+                    }
+                })
+                .collect(),
+            primary_key: schema
+                .primary_key
+                .iter()
+                .filter_map(|k| projection.iter().position(|p| p == k).map(|p| p as u32))
+                .collect(),
+        };
+        self.store.set_epoch_deadline(deadline_ticks(&self.spec));
+        if let Err(e) = self.world.call_add_table(&mut self.store, &table) {
+            self.poisoned = true;
+            return Err(classify(&self.store, &self.spec, e));
+        }
+        self.tables.insert(
+            key,
+            Announced {
+                schema: schema.clone(),
+                id,
+                projection,
+            },
+        );
+        Ok(id)
+    }
+
+    fn encode(&mut self, inputs: &[RouteInput<'_>]) -> Result<(), RouterError> {
+        self.writer.clear();
+        for input in inputs {
+            let ev = input.event;
+            if ev.kind == ChangeKind::Ddl {
+                self.writer
+                    .begin_event(abi::DDL_TABLE, Kind::Ddl, 3, false, true, 0);
+                self.writer.push_value(ev.table.database.as_bytes());
+                self.writer.push_value(ev.table.table.as_bytes());
+                self.writer
+                    .push_value(ev.sql.as_deref().unwrap_or("").as_bytes());
+                continue;
+            }
+            let id = self.announce(&ev.table)?;
+            let key = (ev.table.database.clone(), ev.table.table.clone());
+            let Some(a) = self.tables.get(&key) else {
+                continue;
+            };
+            let before =
+                ev.kind == ChangeKind::Delete || (ev.kind == ChangeKind::Update && self.sub.before);
+            let after = matches!(ev.kind, ChangeKind::Insert | ChangeKind::Update);
+            self.writer.begin_event(
+                id,
+                abi_kind(ev.kind),
+                a.projection.len() as u16,
+                before,
+                after,
+                input.row as u32,
+            );
+            let images: &[usize] = match (before, after, ev.kind) {
+                (true, true, _) => &[0, 1],
+                (true, false, _) => &[0],
+                (false, true, ChangeKind::Update) => &[1],
+                _ => &[0],
+            };
+            for &img in images {
+                let image = ev.rows.image(input.row, img);
+                for &col in &a.projection {
+                    match image.cell(col) {
+                        Cell::Value(v) => self.writer.push_value(v),
+                        Cell::Null => self.writer.push_null(),
+                        Cell::Absent => self.writer.push_absent(),
+                    }
+                }
+            }
+        }
+        self.writer.finish_into(&mut self.batch);
+        Ok(())
+    }
+
+    /// Routes `inputs` (all subscribed, see [`ModuleInstance::wants`]). On success `out`
+    /// gets, for each input in order, its destinations (empty when dropped).
+    pub fn route(
+        &mut self,
+        inputs: &[RouteInput<'_>],
+        out: &mut Vec<Vec<Route>>,
+    ) -> Result<(), RouterError> {
+        if self.poisoned {
+            self.restart()?;
+        }
+        let res = self.route_inner(inputs, out);
+        if matches!(
+            res,
+            Err(RouterError::Trap { .. }
+                | RouterError::Timeout { .. }
+                | RouterError::MemoryLimit { .. })
+        ) {
+            self.poisoned = true;
+        }
+        res
+    }
+
+    fn route_inner(
+        &mut self,
+        inputs: &[RouteInput<'_>],
+        out: &mut Vec<Vec<Route>>,
+    ) -> Result<(), RouterError> {
+        out.clear();
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        self.encode(inputs)?;
+        self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
+        self.store.set_epoch_deadline(deadline_ticks(&self.spec));
+        let result = self.world.call_route(&mut self.store, &self.batch);
+        let decisions = match result {
+            Ok(Ok(d)) => d,
+            Ok(Err(msg)) => {
+                return Err(RouterError::BadOutput {
+                    module: self.spec.name.clone(),
+                    detail: format!("route returned an error: {msg}"),
+                });
+            }
+            Err(e) => return Err(classify(&self.store, &self.spec, e)),
+        };
+        let bad = |detail: String| RouterError::BadOutput {
+            module: self.spec.name.clone(),
+            detail,
+        };
+        let parsed =
+            abi::parse_decisions(&decisions, inputs.len()).map_err(|e| bad(e.to_string()))?;
+        for d in parsed {
+            let mut routes = Vec::new();
+            if let ParsedDecision::Route(dests) = d {
+                routes.reserve(dests.len());
+                for dest in dests {
+                    let topic = match dest.topic {
+                        ParsedTopic::Index(i) => {
+                            self.topics.get(i as usize).cloned().ok_or_else(|| {
+                                bad(format!(
+                                    "topic index {i} but {} topics declared",
+                                    self.topics.len()
+                                ))
+                            })?
+                        }
+                        ParsedTopic::Name(r) => {
+                            let name = std::str::from_utf8(&decisions[r])
+                                .map_err(|_| bad("topic name is not UTF-8".into()))?;
+                            match self.inline_topics.get(name) {
+                                Some(t) => t.clone(),
+                                None => {
+                                    if !self.spec.topics.allows(name) {
+                                        return Err(RouterError::ForeignTopic {
+                                            module: self.spec.name.clone(),
+                                            topic: name.to_string(),
+                                            allowed: self.spec.topics.describe(),
+                                        });
+                                    }
+                                    let t: Arc<str> = Arc::from(name);
+                                    self.inline_topics.insert(name.to_string(), t.clone());
+                                    t
+                                }
+                            }
+                        }
+                    };
+                    routes.push(Route {
+                        topic,
+                        key: dest.key.map(|r| decisions[r].to_vec()),
+                        partition: dest.partition,
+                        headers: dest
+                            .headers
+                            .into_iter()
+                            .map(|(n, v)| {
+                                (
+                                    String::from_utf8_lossy(&decisions[n]).into_owned(),
+                                    decisions[v].to_vec(),
+                                )
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            out.push(routes);
+        }
+        Ok(())
+    }
+}
+
+fn same_columns(a: &TableSchema, b: &TableSchema) -> bool {
+    a.primary_key == b.primary_key
+        && a.columns.len() == b.columns.len()
+        && a.columns.iter().zip(&b.columns).all(|(x, y)| {
+            x.name == y.name && x.sql_type == y.sql_type && x.is_binary() == y.is_binary()
+        })
+}
+
+fn deadline_ticks(spec: &ModuleSpec) -> u64 {
+    let ms = spec.limits.deadline.as_millis().max(1) as u64;
+    (ms * TICKS_PER_SECOND).div_ceil(1000)
+}
+
+/// Sorts a failed call into timeout, memory limit or trap.
+fn classify(store: &Store<ModuleState>, spec: &ModuleSpec, e: wasmtime::Error) -> RouterError {
+    let module = spec.name.clone();
+    if store.data().limiter.denied {
+        return RouterError::MemoryLimit {
+            module,
+            limit_bytes: spec.limits.memory_bytes,
+        };
+    }
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return RouterError::Timeout {
+            module,
+            deadline_ms: spec.limits.deadline.as_millis() as u64,
+        };
+    }
+    RouterError::Trap {
+        module,
+        detail: format!("{e:#}")
+            .lines()
+            .next()
+            .unwrap_or("trap")
+            .to_string(),
+    }
+}

@@ -1,0 +1,76 @@
+//! A module that misbehaves on purpose, so tests can check the agent contains it. The
+//! `mode` config key picks the misbehaviour; it strikes on events whose first cell is
+//! the `trigger` value (default: every event), and routes everything else normally to
+//! topic `ok`:
+//! - `loop`: never returns;
+//! - `bomb`: allocates until memory runs out;
+//! - `panic`: panics;
+//! - `foreign`: routes to topic `not-mine`;
+//! - `short`: returns one decision too few;
+//! - `error`: returns an error;
+//! - `none`: behaves.
+
+use sluice_sdk::prelude::*;
+
+/// The hostile router.
+pub struct Hostile {
+    mode: String,
+    trigger: Option<String>,
+    hoard: Vec<Vec<u8>>,
+}
+
+impl Router for Hostile {
+    fn configure(config: &Config) -> Result<(Self, Subscription), String> {
+        let mode = config.get_or("mode", "none").to_string();
+        if !["loop", "bomb", "panic", "foreign", "short", "error", "none"].contains(&mode.as_str())
+        {
+            return Err(format!("unknown mode `{mode}`"));
+        }
+        Ok((
+            Hostile {
+                mode,
+                trigger: config.get("trigger").map(str::to_string),
+                hoard: Vec::new(),
+            },
+            Subscription::all().topics(["ok"]),
+        ))
+    }
+
+    fn route(
+        &mut self,
+        _tables: &Tables,
+        batch: &Batch<'_>,
+        out: &mut Decisions,
+    ) -> Result<(), String> {
+        let n = batch.len();
+        for (i, ev) in batch.iter().enumerate() {
+            let hit = match &self.trigger {
+                None => true,
+                Some(t) => ev.current(0).text() == Some(t.as_str()),
+            };
+            if !hit {
+                out.send(Destination::to_index(0));
+                continue;
+            }
+            match self.mode.as_str() {
+                "loop" => {
+                    let mut x: u64 = 1;
+                    loop {
+                        x = std::hint::black_box(x.wrapping_mul(3));
+                    }
+                }
+                "bomb" => loop {
+                    self.hoard.push(vec![7u8; 1 << 20]);
+                },
+                "panic" => panic!("hostile module panics on purpose"),
+                "foreign" => out.send(Destination::to_name("not-mine")),
+                "short" if i + 1 == n => {}
+                "error" => return Err("hostile module fails on purpose".into()),
+                _ => out.send(Destination::to_index(0)),
+            }
+        }
+        Ok(())
+    }
+}
+
+sluice_sdk::export_router!(Hostile);

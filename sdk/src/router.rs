@@ -1,0 +1,222 @@
+//! The types a module author works with: configuration, subscription, tables, and the
+//! [`Router`] trait.
+
+use std::collections::HashMap;
+
+use crate::abi::{Batch, Decisions, EventRef, Kind};
+
+/// A module's configuration: the `config` table of its entry in the agent's config file,
+/// as key/value strings in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    entries: Vec<(String, String)>,
+}
+
+impl Config {
+    /// A configuration from key/value pairs.
+    pub fn new<K: Into<String>, V: Into<String>>(
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Config {
+            entries: entries
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The value of `key` (the last one, if repeated).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `key`, or `default`.
+    pub fn get_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+        self.get(key).unwrap_or(default)
+    }
+
+    /// The value of `key` parsed as `T`, or `default` when absent; an error names the key.
+    pub fn parse_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|e| format!("config `{key}` = `{v}`: {e}")),
+        }
+    }
+
+    /// All entries.
+    pub fn entries(&self) -> &[(String, String)] {
+        &self.entries
+    }
+}
+
+/// What a module wants to receive (see the WIT `subscription`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Canal-syntax table filter; empty means all tables.
+    pub tables: String,
+    /// Canal-syntax tables to leave out.
+    pub exclude_tables: String,
+    /// Kinds to receive.
+    pub kinds: Vec<Kind>,
+    /// Columns to ship (primary key always ships); empty means all.
+    pub columns: Vec<String>,
+    /// Whether updates carry before-images.
+    pub before_images: bool,
+    /// Topics decisions refer to by index.
+    pub topics: Vec<String>,
+}
+
+impl Default for Subscription {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl Subscription {
+    /// Every table, every kind, all columns, with before-images, no declared topics.
+    pub fn all() -> Self {
+        Subscription {
+            tables: String::new(),
+            exclude_tables: String::new(),
+            kinds: vec![Kind::Insert, Kind::Update, Kind::Delete, Kind::Ddl],
+            columns: Vec::new(),
+            before_images: true,
+            topics: Vec::new(),
+        }
+    }
+
+    /// Restricts tables (Canal filter syntax, e.g. `shop\..*,crm.user`).
+    pub fn tables(mut self, filter: impl Into<String>) -> Self {
+        self.tables = filter.into();
+        self
+    }
+
+    /// Leaves tables out (Canal filter syntax).
+    pub fn exclude(mut self, filter: impl Into<String>) -> Self {
+        self.exclude_tables = filter.into();
+        self
+    }
+
+    /// Restricts kinds.
+    pub fn kinds(mut self, kinds: &[Kind]) -> Self {
+        self.kinds = kinds.to_vec();
+        self
+    }
+
+    /// Restricts columns (primary-key columns always ship).
+    pub fn columns<S: Into<String>>(mut self, cols: impl IntoIterator<Item = S>) -> Self {
+        self.columns = cols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether updates carry before-images.
+    pub fn before_images(mut self, yes: bool) -> Self {
+        self.before_images = yes;
+        self
+    }
+
+    /// Declares the topics decisions refer to by index.
+    pub fn topics<S: Into<String>>(mut self, topics: impl IntoIterator<Item = S>) -> Self {
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// A column as shipped (see the WIT `column`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// SQL type (`bigint(20) unsigned`, ...).
+    pub sql_type: String,
+    /// Whether values are raw bytes.
+    pub binary: bool,
+}
+
+/// A table as announced by the agent (see the WIT `table`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Id events refer to.
+    pub id: u32,
+    /// Database name.
+    pub database: String,
+    /// Table name.
+    pub name: String,
+    /// Shipped columns, in cell order.
+    pub columns: Vec<Column>,
+    /// Positions in `columns` of the primary key, in key order.
+    pub primary_key: Vec<u32>,
+}
+
+impl Table {
+    /// Position of the column named `name` in cell order (exact match first, then
+    /// ASCII case-insensitive, as MySQL column names are).
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name == name)
+            .or_else(|| {
+                self.columns
+                    .iter()
+                    .position(|c| c.name.eq_ignore_ascii_case(name))
+            })
+    }
+
+    /// Names of the primary-key columns, in key order.
+    pub fn pk_names(&self) -> impl Iterator<Item = &str> {
+        self.primary_key
+            .iter()
+            .filter_map(|&i| self.columns.get(i as usize).map(|c| c.name.as_str()))
+    }
+}
+
+/// The tables announced so far, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    by_id: HashMap<u32, Table>,
+}
+
+impl Tables {
+    /// Records (or replaces) a table.
+    pub fn insert(&mut self, t: Table) {
+        self.by_id.insert(t.id, t);
+    }
+
+    /// The table with `id`.
+    pub fn get(&self, id: u32) -> Option<&Table> {
+        self.by_id.get(&id)
+    }
+
+    /// The table of an event (`None` for DDL).
+    pub fn of(&self, ev: &EventRef<'_>) -> Option<&Table> {
+        self.get(ev.table)
+    }
+}
+
+/// A routing module. Implement it and export it with [`export_router!`](crate::export_router).
+pub trait Router: Sized + 'static {
+    /// Builds the router from its configuration and says what it wants to receive. An
+    /// error makes the agent refuse the module (and names the problem in its status).
+    fn configure(config: &Config) -> Result<(Self, Subscription), String>;
+
+    /// Decides for every event of `batch`, in order: push exactly one decision per event
+    /// into `out` (drop, or one or more destinations). Same configuration and events
+    /// must give the same decisions. An error applies the module's failure policy to
+    /// the whole batch.
+    fn route(
+        &mut self,
+        tables: &Tables,
+        batch: &Batch<'_>,
+        out: &mut Decisions,
+    ) -> Result<(), String>;
+}
