@@ -10,9 +10,11 @@ pub mod build;
 pub mod engine;
 pub mod error;
 pub mod module;
+pub mod set;
 pub mod spec;
 
 pub use engine::{ModuleCode, RouterEngine};
 pub use error::RouterError;
 pub use module::{ModuleInstance, Route, RouteInput};
+pub use set::{CandidateState, Delivery, ModuleCounters, ModuleStatus, RouterSet, StatusBoard};
 pub use spec::{AllowedTopics, Limits, ModuleSpec, Policy};

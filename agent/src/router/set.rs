@@ -1,0 +1,518 @@
+//! All configured modules together: routing with failure policies, and hot swap.
+//!
+//! Invariants:
+//! - versions change only in [`RouterSet::at_transaction_boundary`], which the pipeline
+//!   calls between transactions, so every transaction is routed by one version of each
+//!   module;
+//! - a candidate replaces the serving version only after a canary: instantiated,
+//!   configured, and run on a sample of recent events without trapping, timing out,
+//!   returning malformed output or naming a foreign topic; a failed candidate leaves the
+//!   serving version in place and its reason in the module's status;
+//! - the previous version is kept for rollback;
+//! - a module's failure affects only that module's decisions, per its policy: halt
+//!   (error to the caller, nothing decided), skip, or dead-letter; for traps and bad
+//!   output the batch is retried event by event so only the failing events are skipped
+//!   or dead-lettered.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::engine::{ModuleCode, RouterEngine};
+use super::error::RouterError;
+use super::module::{ModuleInstance, Route, RouteInput};
+use super::spec::{ModuleSpec, Policy};
+use crate::event::ChangeEvent;
+
+/// Events kept for canaries.
+const SAMPLE_EVENTS: usize = 512;
+
+/// A route decided by a module, tagged with who decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Index of the input (see [`RouterSet::route`]).
+    pub input: usize,
+    /// Where to publish.
+    pub route: Route,
+    /// Module name.
+    pub module: Arc<str>,
+    /// Module version (SHA-256 of the component, hex).
+    pub version: Arc<str>,
+    /// Set for dead-lettered events: (error kind, message).
+    pub dead_letter: Option<(&'static str, String)>,
+}
+
+/// Counters of one module.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleCounters {
+    /// Events given to the module.
+    pub events: u64,
+    /// Destinations produced.
+    pub routed: u64,
+    /// Events the module dropped.
+    pub dropped: u64,
+    /// Failures by kind.
+    pub failures: Vec<(&'static str, u64)>,
+    /// Events skipped by policy.
+    pub skipped: u64,
+    /// Events dead-lettered by policy.
+    pub dead_lettered: u64,
+}
+
+impl ModuleCounters {
+    fn failed(&mut self, kind: &'static str) {
+        match self.failures.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.failures.push((kind, 1)),
+        }
+    }
+}
+
+/// Outcome of the last candidate for a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CandidateState {
+    /// No candidate yet.
+    None,
+    /// Passed its canary; swaps in at the next transaction boundary.
+    Ready {
+        /// Version.
+        version: String,
+    },
+    /// Swapped in.
+    Promoted {
+        /// Version.
+        version: String,
+        /// When (ms since the epoch).
+        at_ms: u64,
+    },
+    /// Refused; the serving version stays.
+    Rejected {
+        /// Version (empty if it did not compile).
+        version: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What an operator sees of a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleStatus {
+    /// Name.
+    pub name: String,
+    /// Serving version.
+    pub version: String,
+    /// Version a rollback returns to.
+    pub previous: Option<String>,
+    /// Last candidate.
+    pub candidate: CandidateState,
+    /// Counters.
+    pub counters: ModuleCounters,
+}
+
+struct Slot {
+    instance: ModuleInstance,
+    previous: Option<Arc<ModuleCode>>,
+    counters: ModuleCounters,
+}
+
+enum Proposal {
+    Ready(ModuleInstance, Option<Arc<ModuleCode>>),
+    Rejected {
+        name: String,
+        version: String,
+        reason: String,
+    },
+}
+
+/// Shared view of module statuses (for the admin API and logs).
+pub type StatusBoard = Arc<Mutex<Vec<ModuleStatus>>>;
+
+/// The configured modules.
+pub struct RouterSet {
+    engine: Arc<RouterEngine>,
+    slots: Vec<Slot>,
+    sample: Arc<Mutex<VecDeque<Arc<ChangeEvent>>>>,
+    tx: Sender<Proposal>,
+    rx: Receiver<Proposal>,
+    status: StatusBoard,
+    scratch: Vec<Vec<Route>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl RouterSet {
+    /// Loads every module; any failure is an error (the agent refuses to start).
+    pub fn new(
+        engine: Arc<RouterEngine>,
+        modules: Vec<(ModuleSpec, Vec<u8>)>,
+    ) -> Result<Self, RouterError> {
+        let mut slots = Vec::new();
+        for (spec, bytes) in modules {
+            let (code, _) = engine.compile(&spec.name, &bytes)?;
+            let instance = ModuleInstance::new(&engine, code, Arc::new(spec))?;
+            slots.push(Slot {
+                instance,
+                previous: None,
+                counters: ModuleCounters::default(),
+            });
+        }
+        let (tx, rx) = channel();
+        let set = RouterSet {
+            engine,
+            slots,
+            sample: Arc::new(Mutex::new(VecDeque::new())),
+            tx,
+            rx,
+            status: Arc::new(Mutex::new(Vec::new())),
+            scratch: Vec::new(),
+        };
+        set.publish_status(None);
+        Ok(set)
+    }
+
+    /// Module statuses, shared.
+    pub fn status(&self) -> StatusBoard {
+        self.status.clone()
+    }
+
+    /// The serving version of module `name`.
+    pub fn version_of(&self, name: &str) -> Option<&str> {
+        self.slots
+            .iter()
+            .find(|s| s.instance.spec().name == name)
+            .map(|s| s.instance.code().hash.as_str())
+    }
+
+    fn publish_status(&self, candidate: Option<(&str, CandidateState)>) {
+        let Ok(mut board) = self.status.lock() else {
+            return;
+        };
+        let old = std::mem::take(&mut *board);
+        for s in &self.slots {
+            let name = s.instance.spec().name.clone();
+            let prev_candidate = old
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.candidate.clone())
+                .unwrap_or(CandidateState::None);
+            let cand = match &candidate {
+                Some((n, c)) if *n == name => c.clone(),
+                _ => prev_candidate,
+            };
+            board.push(ModuleStatus {
+                name,
+                version: s.instance.code().hash.clone(),
+                previous: s.previous.as_ref().map(|p| p.hash.clone()),
+                candidate: cand,
+                counters: s.counters.clone(),
+            });
+        }
+    }
+
+    fn remember(&self, events: &[ChangeEvent]) {
+        let Ok(mut sample) = self.sample.lock() else {
+            return;
+        };
+        for ev in events.iter().rev().take(SAMPLE_EVENTS).rev() {
+            if sample.len() == SAMPLE_EVENTS {
+                sample.pop_front();
+            }
+            sample.push_back(Arc::new(ev.clone()));
+        }
+    }
+
+    /// Routes `inputs` through every module that subscribed to them. Returns the
+    /// deliveries in input order per module; an error means a module with the halt
+    /// policy failed and nothing may be published for these inputs.
+    pub fn route(&mut self, inputs: &[RouteInput<'_>]) -> Result<Vec<Delivery>, RouterError> {
+        let mut out = Vec::new();
+        let mut mine: Vec<RouteInput<'_>> = Vec::with_capacity(inputs.len());
+        let mut index: Vec<usize> = Vec::with_capacity(inputs.len());
+        for si in 0..self.slots.len() {
+            mine.clear();
+            index.clear();
+            for (i, inp) in inputs.iter().enumerate() {
+                if self.slots[si]
+                    .instance
+                    .wants(&inp.event.table, inp.event.kind)
+                {
+                    mine.push(*inp);
+                    index.push(i);
+                }
+            }
+            if mine.is_empty() {
+                continue;
+            }
+            self.route_slot(si, &mine, &index, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn route_slot(
+        &mut self,
+        si: usize,
+        mine: &[RouteInput<'_>],
+        index: &[usize],
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), RouterError> {
+        let slot = &mut self.slots[si];
+        let name: Arc<str> = Arc::from(slot.instance.spec().name.as_str());
+        let version: Arc<str> = Arc::from(slot.instance.code().hash.as_str());
+        slot.counters.events += mine.len() as u64;
+        let mut routes = std::mem::take(&mut self.scratch);
+        let res = slot.instance.route(mine, &mut routes);
+        let result = match res {
+            Ok(()) => {
+                for (k, rs) in routes.drain(..).enumerate() {
+                    push_routes(out, index[k], rs, &name, &version, &mut slot.counters);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                slot.counters.failed(e.kind());
+                let policy = slot.instance.spec().on_error.clone();
+                tracing::warn!(
+                    message = "Module failed on a batch.",
+                    module = %name,
+                    version = %&version[..12.min(version.len())],
+                    events = mine.len(),
+                    error = %e,
+                    policy = ?policy,
+                );
+                match policy {
+                    Policy::Halt => Err(e),
+                    Policy::Skip | Policy::DeadLetter(_) => {
+                        // Isolate the failing events unless each attempt could cost a
+                        // whole deadline.
+                        let isolate = mine.len() > 1 && !matches!(e, RouterError::Timeout { .. });
+                        for (k, inp) in mine.iter().enumerate() {
+                            let single = if isolate {
+                                slot.instance.route(std::slice::from_ref(inp), &mut routes)
+                            } else {
+                                Err(e.clone())
+                            };
+                            if isolate && let Err(err) = &single {
+                                slot.counters.failed(err.kind());
+                            }
+                            match single {
+                                Ok(()) => {
+                                    let rs = routes.pop().unwrap_or_default();
+                                    push_routes(
+                                        out,
+                                        index[k],
+                                        rs,
+                                        &name,
+                                        &version,
+                                        &mut slot.counters,
+                                    );
+                                }
+                                Err(err) => match &policy {
+                                    Policy::DeadLetter(topic) => {
+                                        slot.counters.dead_lettered += 1;
+                                        out.push(Delivery {
+                                            input: index[k],
+                                            route: Route {
+                                                topic: Arc::from(topic.as_str()),
+                                                key: None,
+                                                partition: None,
+                                                headers: Vec::new(),
+                                            },
+                                            module: name.clone(),
+                                            version: version.clone(),
+                                            dead_letter: Some((err.kind(), err.to_string())),
+                                        });
+                                    }
+                                    _ => slot.counters.skipped += 1,
+                                },
+                            }
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        };
+        self.scratch = routes;
+        result
+    }
+
+    /// Records a transaction's events for canaries and swaps in candidates that passed.
+    /// Call only between transactions.
+    pub fn at_transaction_boundary(&mut self, last_transaction: &[ChangeEvent]) {
+        if !last_transaction.is_empty() {
+            self.remember(last_transaction);
+        }
+        let mut changed = false;
+        while let Ok(p) = self.rx.try_recv() {
+            match p {
+                Proposal::Ready(instance, explicit_previous) => {
+                    let name = instance.spec().name.clone();
+                    let Some(slot) = self
+                        .slots
+                        .iter_mut()
+                        .find(|s| s.instance.spec().name == name)
+                    else {
+                        continue;
+                    };
+                    let version = instance.code().hash.clone();
+                    let old = std::mem::replace(&mut slot.instance, instance);
+                    slot.previous = explicit_previous.or_else(|| Some(old.code().clone()));
+                    tracing::info!(
+                        message = "Module version swapped in.",
+                        module = %name,
+                        version = %&version[..12],
+                        previous = %old.code().short_hash(),
+                    );
+                    self.publish_status(Some((
+                        &name,
+                        CandidateState::Promoted {
+                            version,
+                            at_ms: now_ms(),
+                        },
+                    )));
+                    changed = true;
+                }
+                Proposal::Rejected {
+                    name,
+                    version,
+                    reason,
+                } => {
+                    tracing::warn!(
+                        message = "Module candidate rejected; the serving version stays.",
+                        module = %name,
+                        version = %version,
+                        reason = %reason,
+                    );
+                    self.publish_status(Some((
+                        &name,
+                        CandidateState::Rejected { version, reason },
+                    )));
+                }
+            }
+        }
+        if !changed {
+            // Counters move with every batch; refresh them at boundaries only.
+            self.publish_status(None);
+        }
+    }
+
+    /// Starts checking a candidate version of module `name` in the background: compile,
+    /// instantiate, configure, canary on recent events. The result is applied (or
+    /// reported) at the next transaction boundary.
+    pub fn propose(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let spec = self
+            .slots
+            .iter()
+            .find(|s| s.instance.spec().name == name)
+            .map(|s| s.instance.spec().clone())
+            .ok_or_else(|| format!("no module named `{name}` is configured"))?;
+        let engine = self.engine.clone();
+        let sample: Vec<Arc<ChangeEvent>> = self
+            .sample
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let tx = self.tx.clone();
+        let name = name.to_string();
+        std::thread::Builder::new()
+            .name(format!("sluice-canary-{name}"))
+            .spawn(move || {
+                let p = match canary(&engine, spec, &bytes, &sample) {
+                    Ok(instance) => Proposal::Ready(instance, None),
+                    Err((version, e)) => Proposal::Rejected {
+                        name,
+                        version,
+                        reason: e.to_string(),
+                    },
+                };
+                let _ = tx.send(p);
+            })
+            .map(|_| ())
+            .map_err(|e| format!("cannot start the canary thread: {e}"))
+    }
+
+    /// Swaps module `name` back to its previous version (at the next boundary).
+    pub fn rollback(&self, name: &str) -> Result<String, String> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.instance.spec().name == name)
+            .ok_or_else(|| format!("no module named `{name}` is configured"))?;
+        let prev = slot
+            .previous
+            .clone()
+            .ok_or_else(|| format!("module `{name}` has no previous version"))?;
+        let instance =
+            ModuleInstance::new(&self.engine, prev.clone(), slot.instance.spec().clone())
+                .map_err(|e| e.to_string())?;
+        let current = slot.instance.code().clone();
+        self.tx
+            .send(Proposal::Ready(instance, Some(current)))
+            .map_err(|_| "router set is gone".to_string())?;
+        Ok(prev.hash.clone())
+    }
+}
+
+fn push_routes(
+    out: &mut Vec<Delivery>,
+    input: usize,
+    rs: Vec<Route>,
+    name: &Arc<str>,
+    version: &Arc<str>,
+    counters: &mut ModuleCounters,
+) {
+    if rs.is_empty() {
+        counters.dropped += 1;
+    }
+    for route in rs {
+        counters.routed += 1;
+        out.push(Delivery {
+            input,
+            route,
+            module: name.clone(),
+            version: version.clone(),
+            dead_letter: None,
+        });
+    }
+}
+
+/// Compiles and canaries a candidate; returns a ready instance or (version, reason).
+fn canary(
+    engine: &RouterEngine,
+    spec: Arc<ModuleSpec>,
+    bytes: &[u8],
+    sample: &[Arc<ChangeEvent>],
+) -> Result<ModuleInstance, (String, RouterError)> {
+    let started = Instant::now();
+    let (code, _) = engine
+        .compile(&spec.name, bytes)
+        .map_err(|e| (String::new(), e))?;
+    let version = code.hash.clone();
+    let mut instance = ModuleInstance::new(engine, code, spec).map_err(|e| (version.clone(), e))?;
+    let inputs: Vec<RouteInput<'_>> = sample
+        .iter()
+        .filter(|ev| instance.wants(&ev.table, ev.kind))
+        .flat_map(|ev| (0..ev.rows.len().max(1)).map(move |row| RouteInput { event: ev, row }))
+        .take(1000)
+        .collect();
+    let mut out = Vec::new();
+    instance
+        .route(&inputs, &mut out)
+        .map_err(|e| (version.clone(), e))?;
+    tracing::info!(
+        message = "Module candidate passed its canary.",
+        module = %instance.spec().name,
+        version = %&version[..12],
+        sample_events = inputs.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+    );
+    // A fresh instance serves, so canary state never leaks into production decisions.
+    let fresh = ModuleInstance::new(engine, instance.code().clone(), instance.spec().clone())
+        .map_err(|e| (version.clone(), e))?;
+    Ok(fresh)
+}
