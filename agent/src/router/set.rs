@@ -117,7 +117,7 @@ struct Slot {
 }
 
 enum Proposal {
-    Ready(ModuleInstance, Option<Arc<ModuleCode>>),
+    Ready(Box<ModuleInstance>, Option<Arc<ModuleCode>>),
     Rejected {
         name: String,
         version: String,
@@ -360,7 +360,7 @@ impl RouterSet {
                         continue;
                     };
                     let version = instance.code().hash.clone();
-                    let old = std::mem::replace(&mut slot.instance, instance);
+                    let old = std::mem::replace(&mut slot.instance, *instance);
                     slot.previous = explicit_previous.or_else(|| Some(old.code().clone()));
                     tracing::info!(
                         message = "Module version swapped in.",
@@ -423,7 +423,7 @@ impl RouterSet {
             .name(format!("sluice-canary-{name}"))
             .spawn(move || {
                 let p = match canary(&engine, spec, &bytes, &sample) {
-                    Ok(instance) => Proposal::Ready(instance, None),
+                    Ok(instance) => Proposal::Ready(Box::new(instance), None),
                     Err((version, e)) => Proposal::Rejected {
                         name,
                         version,
@@ -452,7 +452,7 @@ impl RouterSet {
                 .map_err(|e| e.to_string())?;
         let current = slot.instance.code().clone();
         self.tx
-            .send(Proposal::Ready(instance, Some(current)))
+            .send(Proposal::Ready(Box::new(instance), Some(current)))
             .map_err(|_| "router set is gone".to_string())?;
         Ok(prev.hash.clone())
     }
