@@ -12,6 +12,7 @@ pub mod error;
 pub mod module;
 pub mod set;
 pub mod spec;
+pub mod tools;
 
 pub use engine::{ModuleCode, RouterEngine};
 pub use error::RouterError;

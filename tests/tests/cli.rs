@@ -1,0 +1,204 @@
+//! The `sluice` command line, run as a user runs it: `replay` errors and exit codes, and
+//! the module tooling (`module build|check|test|diff`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use sluice_tests::{corpora, repo_root};
+
+fn sluice() -> Command {
+    // Test binaries live in target/<profile>/deps; the agent binary one level up.
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let bin = dir.join("sluice");
+    assert!(
+        bin.is_file(),
+        "{} not built (cargo test --workspace builds it)",
+        bin.display()
+    );
+    Command::new(bin)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[test]
+fn replay_reports_corrupt_files_and_fails() {
+    let f = corpora().join("rust_mysql_common/test-data/binlogs/corrupt-relay-bin.000624");
+    let out = sluice().arg("replay").arg(&f).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt-relay-bin.000624 at offset 91204"),
+        "{err}"
+    );
+    // Events before the broken one were printed, nothing for the broken one.
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(lines > 0);
+    let out = sluice()
+        .args(["replay", "--format", "debezium"])
+        .arg(corpora().join("binlog-parser/data/fixtures/mysql-bin.01"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let first: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().expect("a line"))
+            .expect("json");
+    assert_eq!(first["op"], "c");
+    assert_eq!(first["source"]["table"], "buildings");
+    assert!(
+        sluice()
+            .args(["replay", "/nonexistent"])
+            .status()
+            .expect("runs")
+            .code()
+            == Some(1)
+    );
+    assert!(
+        sluice().args(["replay"]).status().expect("runs").code() == Some(2),
+        "usage error"
+    );
+}
+
+#[test]
+fn module_tooling_end_to_end() {
+    let dir = tmp("modules");
+    // build
+    let out = sluice()
+        .args(["module", "build"])
+        .arg(repo_root().join("guest-examples/tags"))
+        .arg("--out")
+        .arg(repo_root().join("target/cli-modules"))
+        .args(["--profile", "guest"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = repo_root().join("target/cli-modules/tags.wasm");
+    assert!(built.is_file());
+
+    // check
+    let out = sluice()
+        .args(["module", "check"])
+        .arg(&built)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("exports: configure, add-table, route"),
+        "{text}"
+    );
+    let out = sluice()
+        .args(["module", "check", env!("GUEST_WASI_IMPORTER")])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wasi:clocks/wall-clock"));
+
+    // test, over binlog events and over the JSON that replay printed
+    let config = dir.join("tags.toml");
+    std::fs::write(
+        &config,
+        "topic = \"bus\"\n\"tag.rooms\" = 'test_db\\.rooms'\ndefault_tag = \"other\"\n",
+    )
+    .expect("write");
+    let binlog = corpora().join("binlog-parser/data/fixtures/mysql-bin.01");
+    let out = sluice()
+        .args(["module", "test"])
+        .arg(&built)
+        .arg("--config")
+        .arg(&config)
+        .arg("--events")
+        .arg(&binlog)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 10);
+    for l in &lines {
+        let tag = if l["table"] == "test_db.rooms" {
+            "rooms"
+        } else {
+            "other"
+        };
+        assert_eq!(l["routes"][0]["topic"], "bus");
+        assert_eq!(l["routes"][0]["headers"]["tag"], tag, "{l}");
+    }
+    let replayed = sluice().arg("replay").arg(&binlog).output().expect("runs");
+    let jsonl = dir.join("events.jsonl");
+    std::fs::write(&jsonl, &replayed.stdout).expect("write");
+    let again = sluice()
+        .args(["module", "test"])
+        .arg(&built)
+        .arg("--config")
+        .arg(&config)
+        .arg("--events")
+        .arg(&jsonl)
+        .output()
+        .expect("runs");
+    let routes = |o: &[u8]| -> Vec<serde_json::Value> {
+        o.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).expect("json")["routes"].clone()
+            })
+            .collect()
+    };
+    assert_eq!(
+        routes(&again.stdout),
+        routes(&out.stdout),
+        "same decisions from binlog and from JSON"
+    );
+
+    // diff: identical modules agree (exit 0); a different module disagrees (exit 1)
+    let same = sluice()
+        .args(["module", "diff"])
+        .arg(&built)
+        .arg(env!("GUEST_TAGS"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--events")
+        .arg(&binlog)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    std::fs::write(&config, "topic = \"bus\"\n\"tag.rooms\" = 'test_db\\.rooms'\ndefault_tag = \"other\"\n\"filter.regex\" = 'test_db\\.rooms'\n").expect("write");
+    let differ = sluice()
+        .args(["module", "diff"])
+        .arg(&built)
+        .arg(env!("GUEST_TABLE_FILTER"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--events")
+        .arg(&binlog)
+        .output()
+        .expect("runs");
+    assert_eq!(differ.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&differ.stderr).contains("of 10 decisions differ"));
+    std::fs::remove_dir_all(&dir).ok();
+}
