@@ -209,6 +209,13 @@ pub trait Router: Sized + 'static {
     /// error makes the agent refuse the module (and names the problem in its status).
     fn configure(config: &Config) -> Result<(Self, Subscription), String>;
 
+    /// Called when a table is announced or re-announced with a new definition (same
+    /// id), before events that use it: the place to precompute per-table decisions
+    /// (topic, hash rule) instead of redoing them per event.
+    fn on_table(&mut self, table: &Table) {
+        let _ = table;
+    }
+
     /// Decides for every event of `batch`, in order: push exactly one decision per event
     /// into `out` (drop, or one or more destinations). Same configuration and events
     /// must give the same decisions. An error applies the module's failure policy to

@@ -51,8 +51,8 @@ pub fn configure<R: Router>(
 }
 
 /// `add-table` export.
-pub fn add_table<R>(state: &RefCell<State<R>>, t: wit::Table) {
-    state.borrow_mut().tables.insert(Table {
+pub fn add_table<R: Router>(state: &RefCell<State<R>>, t: wit::Table) {
+    let table = Table {
         id: t.id,
         database: t.database,
         name: t.name,
@@ -66,7 +66,12 @@ pub fn add_table<R>(state: &RefCell<State<R>>, t: wit::Table) {
             })
             .collect(),
         primary_key: t.primary_key,
-    });
+    };
+    let mut st = state.borrow_mut();
+    if let Some(r) = st.router.as_mut() {
+        r.on_table(&table);
+    }
+    st.tables.insert(table);
 }
 
 /// `route` export.

@@ -68,13 +68,15 @@ impl<R: Router> Harness<R> {
             .iter()
             .filter_map(|p| cols.iter().position(|c| c.name == *p).map(|i| i as u32))
             .collect();
-        self.tables.insert(Table {
+        let table = Table {
             id,
             database: database.into(),
             name: name.into(),
             columns: cols,
             primary_key,
-        });
+        };
+        self.router.on_table(&table);
+        self.tables.insert(table);
     }
 
     fn push_image(&mut self, values: &[Option<&str>]) {

@@ -125,7 +125,6 @@ fn kind_index(k: ChangeKind) -> usize {
 
 struct Announced {
     schema: Arc<TableSchema>,
-    id: u32,
     /// Table column index of each shipped column.
     projection: Vec<usize>,
 }
@@ -139,8 +138,12 @@ pub struct ModuleInstance {
     sub: Subscription,
     topics: Vec<Arc<str>>,
     inline_topics: HashMap<String, Arc<str>>,
-    tables: HashMap<(String, String), Announced>,
-    next_table: u32,
+    /// Announced tables; their position is the id the module knows them by.
+    tables: Vec<Announced>,
+    by_name: HashMap<(String, String), usize>,
+    /// The schema of the previous event and its slot: consecutive rows of one rows
+    /// event share their schema, so most lookups are a pointer comparison.
+    last: Option<(usize, usize)>,
     writer: BatchWriter,
     batch: Vec<u8>,
     poisoned: bool,
@@ -191,8 +194,9 @@ impl ModuleInstance {
             sub,
             topics,
             inline_topics: HashMap::new(),
-            tables: HashMap::new(),
-            next_table: 0,
+            tables: Vec::new(),
+            by_name: HashMap::new(),
+            last: None,
             writer: BatchWriter::new(),
             batch: Vec::new(),
             poisoned: false,
@@ -306,25 +310,33 @@ impl ModuleInstance {
         self.sub = sub;
         self.topics = topics;
         self.tables.clear();
+        self.by_name.clear();
+        self.last = None;
         self.poisoned = false;
         Ok(())
     }
 
-    /// Announces `schema` if the module has not seen this definition; returns its id.
-    fn announce(&mut self, schema: &Arc<TableSchema>) -> Result<u32, RouterError> {
-        let key = (schema.database.clone(), schema.table.clone());
-        if let Some(a) = self.tables.get(&key)
-            && (Arc::ptr_eq(&a.schema, schema) || same_columns(&a.schema, schema))
+    /// The slot of `schema`'s table, announcing it first if the module has not seen
+    /// this definition.
+    fn slot_of(&mut self, schema: &Arc<TableSchema>) -> Result<usize, RouterError> {
+        if let Some((ptr, slot)) = self.last
+            && ptr == Arc::as_ptr(schema) as usize
         {
-            return Ok(a.id);
+            return Ok(slot);
         }
-        let id = match self.tables.get(&key) {
-            Some(a) => a.id,
-            None => {
-                self.next_table += 1;
-                self.next_table - 1
+        let key = (schema.database.clone(), schema.table.clone());
+        let existing = self.by_name.get(&key).copied();
+        if let Some(slot) = existing {
+            let a = &self.tables[slot];
+            if Arc::ptr_eq(&a.schema, schema) || same_columns(&a.schema, schema) {
+                self.last = Some((Arc::as_ptr(schema) as usize, slot));
+                // Keep the newest Arc so the pointer fast path hits next time.
+                self.tables[slot].schema = schema.clone();
+                return Ok(slot);
             }
-        };
+        }
+        let slot = existing.unwrap_or(self.tables.len());
+        let id = slot as u32;
         let projection: Vec<usize> = schema
             .columns
             .iter()
@@ -366,15 +378,18 @@ impl ModuleInstance {
             self.poisoned = true;
             return Err(classify(&self.store, &self.spec, e));
         }
-        self.tables.insert(
-            key,
-            Announced {
-                schema: schema.clone(),
-                id,
-                projection,
-            },
-        );
-        Ok(id)
+        let a = Announced {
+            schema: schema.clone(),
+            projection,
+        };
+        if slot == self.tables.len() {
+            self.tables.push(a);
+            self.by_name.insert(key, slot);
+        } else {
+            self.tables[slot] = a;
+        }
+        self.last = Some((Arc::as_ptr(schema) as usize, slot));
+        Ok(slot)
     }
 
     fn encode(&mut self, inputs: &[RouteInput<'_>]) -> Result<(), RouterError> {
@@ -390,11 +405,9 @@ impl ModuleInstance {
                     .push_value(ev.sql.as_deref().unwrap_or("").as_bytes());
                 continue;
             }
-            let id = self.announce(&ev.table)?;
-            let key = (ev.table.database.clone(), ev.table.table.clone());
-            let Some(a) = self.tables.get(&key) else {
-                continue;
-            };
+            let slot = self.slot_of(&ev.table)?;
+            let a = &self.tables[slot];
+            let id = slot as u32;
             let before =
                 ev.kind == ChangeKind::Delete || (ev.kind == ChangeKind::Update && self.sub.before);
             let after = matches!(ev.kind, ChangeKind::Insert | ChangeKind::Update);

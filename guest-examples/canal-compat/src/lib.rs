@@ -11,12 +11,32 @@
 
 use sluice_sdk::canal::{
     DynamicTopics, HashMode, PartitionHash, TopicPartitions, canal_partition, java_hash_code,
-    row_hash,
 };
 use sluice_sdk::prelude::*;
 
+/// Per-table decisions, computed once when the table is announced so that routing a
+/// row is only hashing its key cells.
+struct TableRoute {
+    /// Dynamic topic (`None`: the default topic).
+    topic: Option<String>,
+    partitions: i32,
+    rule: Rule,
+}
+
+enum Rule {
+    /// One partition for every row: Canal's fixed partition (no partitionHash), the
+    /// table-name hash, or 0 (no matching rule).
+    Constant(i32),
+    /// Hash these cells (`None`: a configured column the table lacks, hashed as "").
+    Cells {
+        seed: i32,
+        cells: Vec<Option<usize>>,
+    },
+}
+
 /// The router.
 pub struct CanalCompat {
+    tables: Vec<Option<TableRoute>>,
     default_topic: String,
     dynamic: DynamicTopics,
     fixed_partition: i32,
@@ -34,32 +54,40 @@ impl CanalCompat {
             .max(1)
     }
 
-    /// Canal's partition for one row event.
-    fn partition(&self, table: Option<&Table>, ev: &EventRef<'_>, topic: &str) -> i32 {
-        if self.hash.is_empty() {
-            return self.fixed_partition;
-        }
-        let (Some(t), false) = (table, ev.kind == Kind::Ddl) else {
-            return 0;
+    fn plan(&self, t: &Table) -> TableRoute {
+        let topic = self.dynamic.topic_for(&t.database, &t.name);
+        let partitions = self.partitions_for(topic.as_deref().unwrap_or(&self.default_topic));
+        let seed = if self.database_hash {
+            java_hash_code(&t.database)
+        } else {
+            0
         };
-        let n = self.partitions_for(topic);
-        match self.hash.mode_for(&t.database, &t.name) {
-            None => 0,
-            Some(HashMode::Table) => canal_partition(java_hash_code(&t.name), n),
-            Some(HashMode::PrimaryKey) => {
-                let values = t.primary_key.iter().map(|&i| ev.current(i as usize).text());
-                canal_partition(row_hash(&t.database, self.database_hash, values), n)
-            }
-            Some(HashMode::Columns(cols)) => {
+        let rule = if self.hash.is_empty() {
+            Rule::Constant(self.fixed_partition)
+        } else {
+            match self.hash.mode_for(&t.database, &t.name) {
+                None => Rule::Constant(0),
+                Some(HashMode::Table) => {
+                    Rule::Constant(canal_partition(java_hash_code(&t.name), partitions))
+                }
+                Some(HashMode::PrimaryKey) => Rule::Cells {
+                    seed,
+                    cells: t.primary_key.iter().map(|&i| Some(i as usize)).collect(),
+                },
                 // Canal looks names up in the row map, which is case-sensitive.
-                let values = cols.iter().map(|c| {
-                    t.columns
+                Some(HashMode::Columns(cols)) => Rule::Cells {
+                    seed,
+                    cells: cols
                         .iter()
-                        .position(|col| col.name == *c)
-                        .and_then(|i| ev.current(i).text())
-                });
-                canal_partition(row_hash(&t.database, self.database_hash, values), n)
+                        .map(|c| t.columns.iter().position(|col| col.name == *c))
+                        .collect(),
+                },
             }
+        };
+        TableRoute {
+            topic,
+            partitions,
+            rule,
         }
     }
 }
@@ -80,6 +108,7 @@ fn flag(config: &Config, keys: &[&str], default: bool) -> Result<bool, String> {
 impl Router for CanalCompat {
     fn configure(config: &Config) -> Result<(Self, Subscription), String> {
         let r = CanalCompat {
+            tables: Vec::new(),
             default_topic: config.get_or("canal.mq.topic", "example").to_string(),
             dynamic: DynamicTopics::parse(config.get_or("canal.mq.dynamicTopic", ""))
                 .map_err(|e| format!("canal.mq.dynamicTopic: {e}"))?,
@@ -107,27 +136,56 @@ impl Router for CanalCompat {
         Ok((r, sub))
     }
 
+    fn on_table(&mut self, table: &Table) {
+        let plan = self.plan(table);
+        let i = table.id as usize;
+        if self.tables.len() <= i {
+            self.tables.resize_with(i + 1, || None);
+        }
+        self.tables[i] = Some(plan);
+    }
+
     fn route(
         &mut self,
-        tables: &Tables,
+        _tables: &Tables,
         batch: &Batch<'_>,
         out: &mut Decisions,
     ) -> Result<(), String> {
         for ev in batch.iter() {
-            let table = tables.of(&ev);
-            let (db, name) = match (table, ev.ddl()) {
-                (Some(t), _) => (t.database.as_str(), t.name.as_str()),
-                (None, Some((db, t, _))) => (db, t),
-                (None, None) => ("", ""),
+            if let Some((db, name, _)) = ev.ddl() {
+                // DDL: its table's topic, partition 0 (Canal's fixed partition when no
+                // hash is configured).
+                let p = if self.hash.is_empty() {
+                    self.fixed_partition
+                } else {
+                    0
+                };
+                match self.dynamic.topic_for(db, name) {
+                    Some(t) => out.send(Destination::to_name(&t).partition(p)),
+                    None => out.send(Destination::to_index(0).partition(p)),
+                }
+                continue;
+            }
+            let Some(Some(t)) = self.tables.get(ev.table as usize) else {
+                return Err(format!(
+                    "event for table id {} that was never announced",
+                    ev.table
+                ));
             };
-            let dynamic = self.dynamic.topic_for(db, name);
-            let topic = dynamic.as_deref().unwrap_or(&self.default_topic);
-            let partition = self.partition(table, &ev, topic);
-            let dest = match &dynamic {
-                Some(t) => Destination::to_name(t),
-                None => Destination::to_index(0),
+            let partition = match &t.rule {
+                Rule::Constant(p) => *p,
+                Rule::Cells { seed, cells } => {
+                    let mut h = *seed;
+                    for c in cells {
+                        h ^= java_hash_code(c.and_then(|i| ev.current(i).text()).unwrap_or(""));
+                    }
+                    canal_partition(h, t.partitions)
+                }
             };
-            out.send(dest.partition(partition));
+            match &t.topic {
+                Some(topic) => out.send(Destination::to_name(topic).partition(partition)),
+                None => out.send(Destination::to_index(0).partition(partition)),
+            }
         }
         Ok(())
     }
