@@ -13,6 +13,7 @@ pub mod module;
 pub mod set;
 pub mod spec;
 pub mod tools;
+pub mod watch;
 
 pub use engine::{ModuleCode, RouterEngine};
 pub use error::RouterError;
