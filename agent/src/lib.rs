@@ -10,9 +10,13 @@
 //! - [`ddl`]: statement targets for DDL events.
 
 pub mod binlog;
+pub mod checkpoint;
+pub mod config;
 pub mod ddl;
 pub mod event;
 pub mod format;
+pub mod pipeline;
 pub mod router;
 pub mod schema;
+pub mod sink;
 pub mod source;

@@ -42,6 +42,21 @@ enum Command {
     },
     /// Replicate from a live server and print one JSON object per change.
     Tail(TailArgs),
+    /// Run the agent: replicate, route through modules, publish, checkpoint.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "sluice.toml")]
+        config: PathBuf,
+        /// Log as JSON lines.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Validate the configuration, server settings, modules and topics without publishing.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = "sluice.toml")]
+        config: PathBuf,
+    },
     /// Build, inspect and try routing modules.
     Module {
         #[command(subcommand)]
@@ -159,6 +174,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay { files, format, tz } => replay(&files, format, tz),
         Command::Module { cmd } => module_cmd(cmd),
+        Command::Run { config, .. } => {
+            let cfg = sluice::config::Config::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(async move {
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let stop = cancel.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    tracing::info!(message = "Shutting down: draining in-flight messages.");
+                    stop.cancel();
+                });
+                sluice::pipeline::run(cfg, cancel).await.map(|_| ())
+            })
+        }
+        Command::Check { config } => {
+            let cfg = sluice::config::Config::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(check(cfg))
+        }
         Command::Tail(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -168,6 +210,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(tail(args))
         }
     }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `sluice check`: configuration, server, modules and topics, without publishing.
+async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
+    println!("config: ok");
+    let engine = sluice::router::RouterEngine::new(cfg.modules.len() as u32 + 2, None)?;
+    for (spec, path) in &cfg.modules {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (code, _) = engine.compile(&spec.name, &bytes)?;
+        let _m = sluice::router::ModuleInstance::new(
+            &engine,
+            code.clone(),
+            std::sync::Arc::new(spec.clone()),
+        )?;
+        println!("module {}: ok (version {})", spec.name, code.short_hash());
+    }
+    let sink = sluice::sink::Sink::open(&cfg.sink)?;
+    let mut topics = vec![];
+    if cfg.modules.is_empty() {
+        topics.push(cfg.sink.default_topic.clone());
+    }
+    sink.check_topics(&topics)?;
+    println!("sink: ok");
+    let src = sluice::source::BinlogSource::connect(
+        cfg.source.clone(),
+        sluice::checkpoint::load(&cfg.checkpoint)?,
+    )
+    .await
+    .context("checking the source")?;
+    println!("source: ok (would start at {})", src.checkpoint());
+    Ok(())
 }
 
 fn module_spec(name: &str, config: &Option<PathBuf>) -> anyhow::Result<sluice::router::ModuleSpec> {

@@ -8,30 +8,15 @@
 use super::{BinaryAs, push_cell, push_num, push_str};
 use crate::event::{Cell, ChangeEvent, ChangeKind, Column, ColumnKind, TableSchema};
 
-/// Which rows of an event go into one message.
-#[derive(Debug, Clone, Copy)]
-pub struct RowRange {
-    /// First row.
-    pub start: usize,
-    /// One past the last row.
-    pub end: usize,
-}
-
 /// Appends one FlatMessage for all rows of `ev`.
 pub fn flat_message(out: &mut Vec<u8>, ev: &ChangeEvent, id: u64, ts_ms: u64) {
-    let n = ev.rows.len();
-    flat_message_rows(out, ev, RowRange { start: 0, end: n }, id, ts_ms);
+    let all: Vec<usize> = (0..ev.rows.len()).collect();
+    flat_message_rows(out, ev, &all, id, ts_ms);
 }
 
-/// Appends one FlatMessage for rows `range` of `ev` (Canal's per-rows-event message, or
-/// one row per message).
-pub fn flat_message_rows(
-    out: &mut Vec<u8>,
-    ev: &ChangeEvent,
-    range: RowRange,
-    id: u64,
-    ts_ms: u64,
-) {
+/// Appends one FlatMessage for rows `rows` of `ev` (the rows of a rows event that share
+/// a destination, as Canal splits by partition, or a single row).
+pub fn flat_message_rows(out: &mut Vec<u8>, ev: &ChangeEvent, rows: &[usize], id: u64, ts_ms: u64) {
     let t = &*ev.table;
     let is_ddl = ev.kind == ChangeKind::Ddl;
     // Keys in the order fastjson writes them (alphabetical).
@@ -41,8 +26,8 @@ pub fn flat_message_rows(
     } else {
         let image = if ev.kind == ChangeKind::Update { 1 } else { 0 };
         out.push(b'[');
-        for r in range.start..range.end {
-            if r > range.start {
+        for (i, &r) in rows.iter().enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
             push_row(out, t, ev, r, image, None);
@@ -85,8 +70,8 @@ pub fn flat_message_rows(
     out.extend_from_slice(b",\"old\":");
     if ev.kind == ChangeKind::Update {
         out.push(b'[');
-        for r in range.start..range.end {
-            if r > range.start {
+        for (i, &r) in rows.iter().enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
             push_row(out, t, ev, r, 0, Some(1));

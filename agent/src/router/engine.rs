@@ -205,6 +205,11 @@ impl RouterEngine {
     }
 }
 
+/// SHA-256 of `bytes` in hex: the version id a component would get.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 fn hex(b: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(b.len() * 2);

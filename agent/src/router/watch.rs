@@ -127,7 +127,10 @@ mod tests {
         assert!(w.poll().is_empty(), "files present at start are not new");
         std::fs::write(dir.join("a.wasm"), b"v2-longer").unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
-        assert!(w.poll().is_empty(), "first sighting waits for the file to settle");
+        assert!(
+            w.poll().is_empty(),
+            "first sighting waits for the file to settle"
+        );
         assert_eq!(w.poll(), vec![("a".to_string(), b"v2-longer".to_vec())]);
         assert!(w.poll().is_empty(), "reported once");
         std::fs::write(dir.join("b.wasm"), b"new").unwrap();

@@ -1,0 +1,475 @@
+//! `sluice.toml`: raw serde types (every table `deny_unknown_fields`, so a typo is an
+//! error naming the key) validated into the agent's typed settings.
+//!
+//! Invariant: secrets never sit in the file; the source password comes from an
+//! environment variable or a file, and is never logged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::format::Format;
+use crate::router::{AllowedTopics, Limits, ModuleSpec, Policy};
+use crate::source::{SourceConfig, StartPosition};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[source]`.
+    pub source: RawSource,
+    /// `[[modules]]`.
+    #[serde(default)]
+    pub modules: Vec<RawModule>,
+    /// `[router]`.
+    #[serde(default)]
+    pub router: RawRouter,
+    /// `[sink]`.
+    pub sink: RawSink,
+    /// `[checkpoint]`.
+    #[serde(default)]
+    pub checkpoint: RawCheckpoint,
+}
+
+/// `[source]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Replication user.
+    pub user: String,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// Replica server id (unique among the server's replicas).
+    pub server_id: u32,
+    /// `latest`, `earliest`, `FILE:POS` or `gtid:SET` (used when no checkpoint exists).
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Heartbeat period in milliseconds.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// UTC offset for TIMESTAMP text, e.g. `+08:00`.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+}
+
+const fn default_port() -> u16 {
+    3306
+}
+fn default_start() -> String {
+    "latest".into()
+}
+const fn default_heartbeat_ms() -> u64 {
+    5000
+}
+fn default_tz() -> String {
+    "+00:00".into()
+}
+
+/// `[[modules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModule {
+    /// Unique name.
+    pub name: String,
+    /// Component file.
+    pub file: PathBuf,
+    /// Allowed topics (`*` suffix: prefix); absent: any.
+    pub topics: Option<Vec<String>>,
+    /// `halt`, `skip` or `dead-letter`.
+    #[serde(default = "default_policy")]
+    pub on_error: String,
+    /// Topic for `dead-letter`.
+    pub dead_letter_topic: Option<String>,
+    /// Memory cap in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: usize,
+    /// Deadline per call in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// The module's own configuration.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn default_policy() -> String {
+    "halt".into()
+}
+const fn default_memory_mb() -> usize {
+    64
+}
+const fn default_deadline_ms() -> u64 {
+    50
+}
+
+/// `[router]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouter {
+    /// Directory watched for new module versions (`<name>.wasm`).
+    pub modules_dir: Option<PathBuf>,
+    /// Events per module call.
+    pub batch: Option<usize>,
+    /// Precompiled code cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Publish an UPDATE that changes the primary key as a delete of the old key and
+    /// an insert of the new one (default true), so each key's events stay in one
+    /// partition's order.
+    pub split_pk_updates: Option<bool>,
+}
+
+/// `[sink]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// `stdout`, `file` or `kafka`.
+    pub kind: String,
+    /// For `file`.
+    pub path: Option<PathBuf>,
+    /// `canal` or `debezium`.
+    #[serde(default)]
+    pub format: Format,
+    /// `event` (one message per rows event and destination, as Canal) or `row`.
+    #[serde(default = "default_message")]
+    pub message: String,
+    /// Topic used when no module is configured (every change goes there).
+    pub default_topic: Option<String>,
+    /// For `kafka`: bootstrap servers.
+    pub brokers: Option<String>,
+    /// For `kafka`: extra librdkafka properties.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+    /// For `kafka`: per-message limit, and what to do above it.
+    pub max_message_bytes: Option<usize>,
+    /// `halt` or `dead-letter` (with `oversize_topic`).
+    pub on_oversize: Option<String>,
+    /// Topic receiving a reference to oversize messages.
+    pub oversize_topic: Option<String>,
+    /// Messages in flight before the reader waits.
+    pub max_in_flight: Option<usize>,
+}
+
+fn default_message() -> String {
+    "event".into()
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckpoint {
+    /// Checkpoint file.
+    pub path: Option<PathBuf>,
+}
+
+/// One message per what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageUnit {
+    /// Rows of one rows event sharing a destination (Canal's default).
+    Event,
+    /// Each row alone.
+    Row,
+}
+
+/// Where messages go.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// Standard output.
+    Stdout,
+    /// A JSON-lines file.
+    File(PathBuf),
+    /// Kafka.
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// Extra properties.
+        properties: BTreeMap<String, String>,
+    },
+}
+
+/// Oversize message policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Oversize {
+    /// Stop with an error naming the message.
+    Halt,
+    /// Send a small reference message to this topic instead.
+    DeadLetter(String),
+}
+
+/// Validated sink settings.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Target.
+    pub kind: SinkKind,
+    /// JSON format.
+    pub format: Format,
+    /// Message granularity.
+    pub unit: MessageUnit,
+    /// Topic when no module routes.
+    pub default_topic: String,
+    /// Largest message.
+    pub max_message_bytes: usize,
+    /// Oversize policy.
+    pub oversize: Oversize,
+    /// In-flight bound.
+    pub max_in_flight: usize,
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Source.
+    pub source: SourceConfig,
+    /// Modules with their component files.
+    pub modules: Vec<(ModuleSpec, PathBuf)>,
+    /// Watched directory.
+    pub modules_dir: Option<PathBuf>,
+    /// Events per module call.
+    pub batch: usize,
+    /// Code cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Split primary-key-changing updates.
+    pub split_pk_updates: bool,
+    /// Sink.
+    pub sink: SinkConfig,
+    /// Checkpoint file.
+    pub checkpoint: PathBuf,
+}
+
+/// librdkafka properties Sluice sets itself; the config may not override them.
+pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "partitioner",
+    "max.in.flight.requests.per.connection",
+    "message.max.bytes",
+    "enable.gapless.guarantee",
+];
+
+impl Config {
+    /// Reads and validates `path`. Relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::validate(raw, base).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Validates a parsed file; `base` resolves relative paths.
+    pub fn validate(raw: RawConfig, base: &Path) -> anyhow::Result<Config> {
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let s = raw.source;
+        let password = match (&s.password_env, &s.password_file) {
+            (Some(_), Some(_)) => {
+                bail!("source: set one of `password_env` and `password_file`, not both")
+            }
+            (Some(var), None) => std::env::var(var).with_context(|| {
+                format!("source.password_env: environment variable `{var}` is not set")
+            })?,
+            (None, Some(f)) => std::fs::read_to_string(rel(f))
+                .with_context(|| format!("source.password_file: cannot read `{}`", f.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            (None, None) => bail!(
+                "source: `password_env` or `password_file` is required (passwords are not written in the config file)"
+            ),
+        };
+        if s.server_id == 0 {
+            bail!("source.server_id: must be a positive number unique among the server's replicas");
+        }
+        let mut source = SourceConfig::new(&s.host, s.port, &s.user, &password, s.server_id);
+        source.start = s
+            .start
+            .parse::<StartPosition>()
+            .map_err(|e| anyhow::anyhow!("source.start: {e}"))?;
+        source.heartbeat = Duration::from_millis(s.heartbeat_ms.max(100));
+        source.read_timeout = source.heartbeat * 3;
+        source.tz_offset_secs = crate::binlog::temporal::parse_utc_offset(&s.timezone)
+            .map_err(|e| anyhow::anyhow!("source.timezone: {e}"))?;
+
+        let mut modules = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, m) in raw.modules.into_iter().enumerate() {
+            let at = format!("modules[{i}] (`{}`)", m.name);
+            if m.name.is_empty()
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("{at}.name: use letters, digits, `-` and `_`");
+            }
+            if !names.insert(m.name.clone()) {
+                bail!("{at}.name: another module has this name");
+            }
+            let on_error = match (m.on_error.as_str(), &m.dead_letter_topic) {
+                ("halt", _) => Policy::Halt,
+                ("skip", _) => Policy::Skip,
+                ("dead-letter", Some(t)) => Policy::DeadLetter(t.clone()),
+                ("dead-letter", None) => {
+                    bail!("{at}.dead_letter_topic: required with on_error = \"dead-letter\"")
+                }
+                (other, _) => bail!("{at}.on_error: `{other}` is not halt, skip or dead-letter"),
+            };
+            if m.memory_mb == 0 || m.memory_mb > 1024 {
+                bail!("{at}.memory_mb: {} is not within 1..1024", m.memory_mb);
+            }
+            if m.deadline_ms == 0 || m.deadline_ms > 60_000 {
+                bail!("{at}.deadline_ms: {} is not within 1..60000", m.deadline_ms);
+            }
+            let text = toml::to_string(&m.config).context("module config")?;
+            let config = crate::router::tools::flatten_config(&text)?;
+            let file = rel(&m.file);
+            if !file.is_file() {
+                bail!("{at}.file: `{}` does not exist", file.display());
+            }
+            modules.push((
+                ModuleSpec {
+                    name: m.name,
+                    config,
+                    topics: match m.topics {
+                        Some(t) => AllowedTopics::Only(t),
+                        None => AllowedTopics::Any,
+                    },
+                    limits: Limits {
+                        memory_bytes: m.memory_mb << 20,
+                        deadline: Duration::from_millis(m.deadline_ms),
+                    },
+                    on_error,
+                },
+                file,
+            ));
+        }
+
+        let k = raw.sink;
+        let kind = match k.kind.as_str() {
+            "stdout" => SinkKind::Stdout,
+            "file" => SinkKind::File(rel(k
+                .path
+                .as_deref()
+                .context("sink.path: required with kind = \"file\"")?)),
+            "kafka" => {
+                let brokers = k
+                    .brokers
+                    .clone()
+                    .context("sink.brokers: required with kind = \"kafka\"")?;
+                for key in k.librdkafka.keys() {
+                    if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+                        bail!(
+                            "sink.librdkafka.\"{key}\": Sluice sets this itself (delivery guarantees depend on it); remove it"
+                        );
+                    }
+                }
+                SinkKind::Kafka {
+                    brokers,
+                    properties: k.librdkafka.clone(),
+                }
+            }
+            other => bail!("sink.kind: `{other}` is not stdout, file or kafka"),
+        };
+        let unit = match k.message.as_str() {
+            "event" => MessageUnit::Event,
+            "row" => MessageUnit::Row,
+            other => bail!("sink.message: `{other}` is not event or row"),
+        };
+        let oversize = match (
+            k.on_oversize.as_deref().unwrap_or("halt"),
+            &k.oversize_topic,
+        ) {
+            ("halt", _) => Oversize::Halt,
+            ("dead-letter", Some(t)) => Oversize::DeadLetter(t.clone()),
+            ("dead-letter", None) => {
+                bail!("sink.oversize_topic: required with on_oversize = \"dead-letter\"")
+            }
+            (other, _) => bail!("sink.on_oversize: `{other}` is not halt or dead-letter"),
+        };
+        let sink = SinkConfig {
+            kind,
+            format: k.format,
+            unit,
+            default_topic: k.default_topic.unwrap_or_else(|| "sluice".into()),
+            max_message_bytes: k.max_message_bytes.unwrap_or(1_000_000),
+            oversize,
+            max_in_flight: k.max_in_flight.unwrap_or(100_000).max(1),
+        };
+        Ok(Config {
+            source,
+            modules,
+            modules_dir: raw.router.modules_dir.map(|d| rel(&d)),
+            batch: raw.router.batch.unwrap_or(500).clamp(1, 10_000),
+            cache_dir: raw.router.cache_dir.map(|d| rel(&d)),
+            split_pk_updates: raw.router.split_pk_updates.unwrap_or(true),
+            sink,
+            checkpoint: rel(raw
+                .checkpoint
+                .path
+                .as_deref()
+                .unwrap_or(Path::new("sluice.checkpoint"))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Config::validate(raw, Path::new("."))
+    }
+
+    const BASE: &str =
+        "[source]\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword_env = \"HOME\"\nserver_id = 7\n";
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(&format!("{BASE}sever_id = 3\n[sink]\nkind = \"stdout\"\n")).unwrap_err();
+        assert!(e.to_string().contains("sever_id"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[sink]\nkind = \"stdout\"\nformatt = \"canal\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("formatt"), "{e}");
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let e = parse(&format!("{BASE}[sink]\nkind = \"kafka\"\n")).unwrap_err();
+        assert!(e.to_string().contains("sink.brokers"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[sink]\nkind = \"kafka\"\nbrokers = \"b:9092\"\n[sink.librdkafka]\n\"enable.idempotence\" = \"false\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("enable.idempotence"), "{e}");
+        let unset = BASE.replace(
+            "password_env = \"HOME\"",
+            "password_env = \"SLUICE_SURELY_UNSET_VAR\"",
+        );
+        let e = parse(&format!("{unset}[sink]\nkind = \"stdout\"\n")).unwrap_err();
+        assert!(e.to_string().contains("SLUICE_SURELY_UNSET_VAR"), "{e}");
+        let bad_start = BASE.replace("server_id = 7", "server_id = 7\nstart = \"nope\"");
+        let e = parse(&format!("{bad_start}[sink]\nkind = \"stdout\"\n")).unwrap_err();
+        assert!(e.to_string().contains("source.start"), "{e}");
+        let ok = parse(&format!("{BASE}[sink]\nkind = \"stdout\"\n")).unwrap();
+        assert_eq!(ok.sink.unit, MessageUnit::Event);
+        assert_eq!(ok.source.server_id, 7);
+    }
+}

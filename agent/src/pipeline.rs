@@ -1,0 +1,593 @@
+//! `sluice run`: source → routers → messages → sink → checkpoint.
+//!
+//! Invariants:
+//! - the checkpoint advances only to a transaction boundary all of whose messages, and
+//!   all earlier ones, the sink acknowledged ([`crate::sink::acks`]);
+//! - module versions change only between transactions ([`RouterSet`]);
+//! - the source runs in its own task behind a bounded channel, so a slow sink slows the
+//!   binlog reader (backpressure) and no read is ever cancelled half-way;
+//! - on a sink failure the pipeline starts over from the last checkpoint with a new
+//!   sink; what was in flight is sent again (at-least-once), carrying its binlog
+//!   position for deduplication.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint;
+use crate::config::{Config, MessageUnit, Oversize};
+use crate::event::{Cell, ChangeEvent, ChangeKind, Checkpoint, Rows, SourceItem};
+use crate::format::{Format, canal, debezium};
+use crate::router::watch::ModuleDir;
+use crate::router::{Delivery, Route, RouteInput, RouterEngine, RouterSet};
+use crate::sink::{OutMessage, Sink, SinkError};
+use crate::source::{BinlogSource, SourceError};
+
+/// Time allowed to drain in-flight messages at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Transactions processed.
+    pub transactions: u64,
+    /// Messages published.
+    pub messages: u64,
+    /// The last checkpoint written.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Splits updates that change the primary key into a delete of the old row and an
+/// insert of the new one (same position), keeping each key's history on one partition.
+pub fn split_pk_updates(ev: ChangeEvent) -> Vec<ChangeEvent> {
+    if ev.kind != ChangeKind::Update || ev.table.primary_key.is_empty() {
+        return vec![ev];
+    }
+    let pk = &ev.table.primary_key;
+    let changed: Vec<bool> = (0..ev.rows.len())
+        .map(|r| {
+            let (b, a) = (ev.rows.image(r, 0), ev.rows.image(r, 1));
+            pk.iter().any(|&c| b.cell(c) != a.cell(c))
+        })
+        .collect();
+    if !changed.iter().any(|&c| c) {
+        return vec![ev];
+    }
+    let cols = ev.table.columns.len();
+    let cells = |img: crate::event::Image<'_>| -> Vec<Option<Vec<u8>>> {
+        (0..cols)
+            .map(|c| match img.cell(c) {
+                Cell::Value(v) => Some(v.to_vec()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut kept = Rows::new(cols, 2);
+    let mut deletes = Rows::new(cols, 1);
+    let mut inserts = Rows::new(cols, 1);
+    for (r, &ch) in changed.iter().enumerate() {
+        let b = cells(ev.rows.image(r, 0));
+        let a = cells(ev.rows.image(r, 1));
+        if ch {
+            deletes.push_image(&refs(&b));
+            inserts.push_image(&refs(&a));
+        } else {
+            kept.push_image(&refs(&b));
+            kept.push_image(&refs(&a));
+        }
+    }
+    let mut out = Vec::with_capacity(3);
+    let with = |kind: ChangeKind, rows: Rows| ChangeEvent {
+        kind,
+        rows,
+        ..ev.clone()
+    };
+    if !kept.is_empty() {
+        out.push(with(ChangeKind::Update, kept));
+    }
+    out.push(with(ChangeKind::Delete, deletes));
+    out.push(with(ChangeKind::Insert, inserts));
+    out
+}
+
+/// Everything that lives for one attempt (source, routers, sink).
+struct Run<'a> {
+    cfg: &'a Config,
+    routers: Option<RouterSet>,
+    sink: Sink,
+    txn: u64,
+    chunk: Vec<ChangeEvent>,
+    chunk_rows: usize,
+    recent: Vec<ChangeEvent>,
+    msg_id: u64,
+    json: Vec<u8>,
+    saved: Option<Checkpoint>,
+    summary: RunSummary,
+}
+
+impl Run<'_> {
+    fn route(&mut self, inputs: &[RouteInput<'_>]) -> anyhow::Result<Vec<Delivery>> {
+        match &mut self.routers {
+            Some(set) => Ok(set.route(inputs)?),
+            None => {
+                // No modules: everything to the default topic, keyed by primary key.
+                let topic: Arc<str> = Arc::from(self.cfg.sink.default_topic.as_str());
+                Ok(inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, inp)| Delivery {
+                        input: i,
+                        route: Route {
+                            topic: topic.clone(),
+                            key: pk_key(inp),
+                            partition: None,
+                            headers: Vec::new(),
+                        },
+                        module: Arc::from(""),
+                        version: Arc::from(""),
+                        dead_letter: None,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Routes and publishes the buffered changes of the open transaction.
+    fn flush_chunk(&mut self) -> anyhow::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        self.chunk_rows = 0;
+        let inputs: Vec<RouteInput<'_>> = chunk
+            .iter()
+            .flat_map(|ev| (0..ev.rows.len().max(1)).map(move |row| RouteInput { event: ev, row }))
+            .collect();
+        let mut deliveries = self.route(&inputs)?;
+        // Group per change: deliveries are per (module, input) in input order.
+        deliveries.sort_by_key(|d| d.input);
+        let mut start = 0;
+        let mut ci = 0;
+        let mut offset = 0; // first input index of change `ci`
+        while start < deliveries.len() {
+            let first = deliveries[start].input;
+            while first >= offset + chunk[ci].rows.len().max(1) {
+                offset += chunk[ci].rows.len().max(1);
+                ci += 1;
+            }
+            let end_input = offset + chunk[ci].rows.len().max(1);
+            let mut end = start;
+            while end < deliveries.len() && deliveries[end].input < end_input {
+                end += 1;
+            }
+            self.publish_change(&chunk[ci], offset, &deliveries[start..end])?;
+            start = end;
+        }
+        if self.recent.len() < 512 {
+            let room = 512 - self.recent.len();
+            self.recent.extend(chunk.into_iter().take(room));
+        }
+        Ok(())
+    }
+
+    fn publish_change(
+        &mut self,
+        ev: &ChangeEvent,
+        first_input: usize,
+        ds: &[Delivery],
+    ) -> anyhow::Result<()> {
+        // Rows sharing a destination form one message (Canal's split by partition); with
+        // `message = "row"`, or Debezium, one message per row.
+        let mut groups: Vec<(&Delivery, Vec<usize>)> = Vec::new();
+        for d in ds {
+            let row = d.input - first_input;
+            let per_row =
+                self.cfg.sink.unit == MessageUnit::Row || self.cfg.sink.format == Format::Debezium;
+            let same = |g: &(&Delivery, Vec<usize>)| {
+                g.0.route == d.route && g.0.module == d.module && g.0.dead_letter == d.dead_letter
+            };
+            match groups.iter_mut().find(|g| !per_row && same(g)) {
+                Some(g) => g.1.push(row),
+                None => groups.push((d, vec![row])),
+            }
+        }
+        for (d, rows) in groups {
+            self.msg_id += 1;
+            self.json.clear();
+            match self.cfg.sink.format {
+                Format::Canal => {
+                    canal::flat_message_rows(&mut self.json, ev, &rows, self.msg_id, now_ms())
+                }
+                Format::Debezium => debezium::envelope(&mut self.json, ev, rows[0], now_ms()),
+            }
+            let position = format!("{}:{}", ev.position, rows[0]);
+            let mut headers = vec![
+                (
+                    "sluice.db".to_string(),
+                    ev.table.database.as_bytes().to_vec(),
+                ),
+                (
+                    "sluice.table".to_string(),
+                    ev.table.table.as_bytes().to_vec(),
+                ),
+                (
+                    "sluice.type".to_string(),
+                    ev.kind.canal_name().as_bytes().to_vec(),
+                ),
+                ("sluice.position".to_string(), position.as_bytes().to_vec()),
+            ];
+            if !d.module.is_empty() {
+                headers.push(("sluice.module".into(), d.module.as_bytes().to_vec()));
+                headers.push((
+                    "sluice.module.version".into(),
+                    d.version.as_bytes().to_vec(),
+                ));
+            }
+            if let Some((kind, err)) = &d.dead_letter {
+                headers.push(("sluice.error.kind".into(), kind.as_bytes().to_vec()));
+                headers.push(("sluice.error".into(), err.as_bytes().to_vec()));
+            }
+            headers.extend(d.route.headers.iter().cloned());
+            let mut msg = OutMessage {
+                topic: d.route.topic.clone(),
+                partition: d.route.partition,
+                key: d.route.key.clone(),
+                headers,
+                payload: self.json.clone(),
+                txn: self.txn,
+                position,
+            };
+            if msg.payload.len() > self.cfg.sink.max_message_bytes {
+                match &self.cfg.sink.oversize {
+                    Oversize::Halt => {
+                        return Err(SinkError::Oversize {
+                            topic: msg.topic.to_string(),
+                            position: msg.position,
+                            bytes: msg.payload.len(),
+                            limit: self.cfg.sink.max_message_bytes,
+                        }
+                        .into());
+                    }
+                    Oversize::DeadLetter(topic) => {
+                        msg.payload = serde_json::json!({
+                            "oversize": true,
+                            "bytes": msg.payload.len(),
+                            "topic": &*msg.topic,
+                            "position": &msg.position,
+                            "database": &ev.table.database,
+                            "table": &ev.table.table,
+                        })
+                        .to_string()
+                        .into_bytes();
+                        msg.topic = Arc::from(topic.as_str());
+                        msg.partition = None;
+                    }
+                }
+            }
+            self.sink.send(msg)?;
+            self.summary.messages += 1;
+        }
+        Ok(())
+    }
+
+    fn on_item(&mut self, item: SourceItem) -> anyhow::Result<()> {
+        match item {
+            SourceItem::Begin(_) => {
+                self.txn += 1;
+            }
+            SourceItem::Change(ev) => {
+                let parts = if self.cfg.split_pk_updates {
+                    split_pk_updates(ev)
+                } else {
+                    vec![ev]
+                };
+                for p in parts {
+                    self.chunk_rows += p.rows.len().max(1);
+                    self.chunk.push(p);
+                }
+                if self.chunk_rows >= self.cfg.batch {
+                    self.flush_chunk()?;
+                }
+            }
+            SourceItem::Commit { checkpoint, .. } => {
+                self.flush_chunk()?;
+                self.sink.commit(self.txn, checkpoint)?;
+                self.summary.transactions += 1;
+                if let Some(set) = &mut self.routers {
+                    set.at_transaction_boundary(&self.recent);
+                }
+                self.recent.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(&mut self) -> anyhow::Result<()> {
+        if let Some(cp) = self.sink.safe_checkpoint()?
+            && self.saved.as_ref() != Some(&cp)
+        {
+            checkpoint::store(&self.cfg.checkpoint, &cp)?;
+            self.saved = Some(cp);
+            self.summary.checkpoint = self.saved.clone();
+        }
+        Ok(())
+    }
+}
+
+fn refs(v: &[Option<Vec<u8>>]) -> Vec<Option<&[u8]>> {
+    v.iter().map(|x| x.as_deref()).collect()
+}
+
+fn pk_key(inp: &RouteInput<'_>) -> Option<Vec<u8>> {
+    let t = &inp.event.table;
+    if t.primary_key.is_empty() || inp.event.kind == ChangeKind::Ddl {
+        return None;
+    }
+    let img = if inp.event.kind == ChangeKind::Update {
+        inp.event.rows.image(inp.row, 1)
+    } else {
+        inp.event.rows.image(inp.row, 0)
+    };
+    let mut k = Vec::new();
+    for (i, &c) in t.primary_key.iter().enumerate() {
+        if i > 0 {
+            k.push(b'|');
+        }
+        match img.cell(c) {
+            Cell::Value(v) => k.extend_from_slice(v),
+            _ => k.extend_from_slice(b"\\N"),
+        }
+    }
+    Some(k)
+}
+
+/// Reads module files and builds the router set.
+fn load_routers(cfg: &Config) -> anyhow::Result<Option<RouterSet>> {
+    if cfg.modules.is_empty() {
+        return Ok(None);
+    }
+    let engine = Arc::new(RouterEngine::new(
+        (cfg.modules.len() as u32) * 3 + 2,
+        cfg.cache_dir.as_deref(),
+    )?);
+    let mut mods = Vec::new();
+    for (spec, path) in &cfg.modules {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading module `{}` from {}", spec.name, path.display()))?;
+        mods.push((spec.clone(), bytes));
+    }
+    Ok(Some(RouterSet::new(engine, mods)?))
+}
+
+/// Runs until `cancel` fires (clean shutdown: drain, checkpoint) or a failure a restart
+/// cannot fix. Sink failures restart from the checkpoint with a new sink.
+pub async fn run(cfg: Config, cancel: CancellationToken) -> anyhow::Result<RunSummary> {
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        match run_once(&cfg, cancel.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let retryable = e.downcast_ref::<SinkError>().is_some_and(|s| {
+                    matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_))
+                        && !s.to_string().contains("does not exist")
+                });
+                if !retryable || cancel.is_cancelled() {
+                    return Err(e);
+                }
+                failures = if started.elapsed() > Duration::from_secs(60) {
+                    1
+                } else {
+                    failures + 1
+                };
+                if failures > 5 {
+                    return Err(e.context("the sink kept failing; giving up after 5 restarts"));
+                }
+                tracing::warn!(
+                    message = "Sink failed; restarting from the last checkpoint.",
+                    error = %format!("{e:#}"),
+                    attempt = failures,
+                );
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(failures))).await;
+            }
+        }
+    }
+}
+
+async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<RunSummary> {
+    let resume = checkpoint::load(&cfg.checkpoint)?;
+    let routers = load_routers(cfg)?;
+    let sink = Sink::open(&cfg.sink)?;
+    let mut topics: Vec<String> = cfg
+        .modules
+        .iter()
+        .filter_map(|(s, _)| match &s.on_error {
+            crate::router::Policy::DeadLetter(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    if routers.is_none() {
+        topics.push(cfg.sink.default_topic.clone());
+    }
+    if let Oversize::DeadLetter(t) = &cfg.sink.oversize {
+        topics.push(t.clone());
+    }
+    sink.check_topics(&topics)?;
+
+    let source = BinlogSource::connect(cfg.source.clone(), resume.clone())
+        .await
+        .context("starting replication")?;
+    tracing::info!(message = "Replicating.", from = %source.checkpoint());
+    let (tx, mut rx) = mpsc::channel::<Result<SourceItem, SourceError>>(256);
+    let reader_cancel = cancel.child_token();
+    let reader = {
+        let stop = reader_cancel.clone();
+        let mut source = source;
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    item = source.next() => item,
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        })
+    };
+
+    let mut run = Run {
+        cfg,
+        routers,
+        sink,
+        txn: 0,
+        chunk: Vec::new(),
+        chunk_rows: 0,
+        recent: Vec::new(),
+        msg_id: 0,
+        json: Vec::with_capacity(4096),
+        saved: resume,
+        summary: RunSummary::default(),
+    };
+    let mut watcher = cfg.modules_dir.as_deref().map(ModuleDir::new);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let result: anyhow::Result<()> = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Ok(()),
+            _ = hup.recv() => {
+                if let Some(set) = &run.routers {
+                    for (spec, path) in &cfg.modules {
+                        match std::fs::read(path) {
+                            Ok(bytes) if set.version_of(&spec.name) != Some(crate::router::engine::hash_hex(&bytes).as_str()) => {
+                                if let Err(e) = set.propose(&spec.name, bytes) {
+                                    tracing::warn!(message = "Cannot reload module.", module = %spec.name, error = %e);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(message = "Cannot read module file.", module = %spec.name, error = %e),
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if let (Some(w), Some(set)) = (watcher.as_mut(), run.routers.as_ref()) {
+                    for (name, bytes) in w.poll() {
+                        if let Err(e) = set.propose(&name, bytes) {
+                            tracing::warn!(message = "Ignoring module file.", module = %name, error = %e);
+                        }
+                    }
+                }
+                if let Err(e) = run.save_checkpoint() {
+                    break Err(e);
+                }
+            }
+            item = rx.recv() => {
+                match item {
+                    None => break Err(anyhow::anyhow!("the binlog reader stopped")),
+                    Some(Err(e)) => break Err(anyhow::Error::new(e).context("replication stopped")),
+                    Some(Ok(item)) => {
+                        if let Err(e) = run.on_item(item) {
+                            break Err(e);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    reader_cancel.cancel();
+    let _ = reader.await;
+    if result.is_ok() {
+        // Clean shutdown: an open transaction stays unacknowledged (it is re-read on
+        // restart); everything committed is drained and checkpointed.
+        run.sink.drain(DRAIN_TIMEOUT)?;
+    }
+    // Whatever happened, record what is safe.
+    let saved = run.save_checkpoint();
+    result?;
+    saved?;
+    let (_, acked) = run.sink.counts();
+    tracing::info!(
+        message = "Stopped.",
+        transactions = run.summary.transactions,
+        messages = run.summary.messages,
+        acknowledged = acked,
+        checkpoint = %run.summary.checkpoint.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+    );
+    Ok(run.summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Charset, Column, ColumnKind, Position, TableSchema, TxnContext};
+
+    #[test]
+    fn pk_change_becomes_delete_and_insert() {
+        let col = |n: &str| Column {
+            name: n.into(),
+            type_code: 3,
+            kind: ColumnKind::Int { bytes: 4 },
+            unsigned: false,
+            charset: Charset::Utf8,
+            collation: None,
+            labels: None,
+            refinement: None,
+            sql_type: "int".into(),
+            nullable: false,
+        };
+        let t = Arc::new(TableSchema {
+            table_id: 1,
+            database: "d".into(),
+            table: "t".into(),
+            columns: vec![col("id"), col("v")],
+            primary_key: vec![0],
+            names_known: true,
+        });
+        let mut rows = Rows::new(2, 2);
+        rows.push_image(&[Some(b"1"), Some(b"a")]);
+        rows.push_image(&[Some(b"1"), Some(b"b")]);
+        rows.push_image(&[Some(b"2"), Some(b"x")]);
+        rows.push_image(&[Some(b"3"), Some(b"x")]);
+        let ev = ChangeEvent {
+            position: Position {
+                file: Arc::from("f"),
+                offset: 4,
+                next: 9,
+                sub: 0,
+            },
+            server_id: 1,
+            event_ms: 0,
+            txn: Arc::new(TxnContext {
+                gtid: None,
+                commit_ms: 0,
+            }),
+            kind: ChangeKind::Update,
+            table: t,
+            rows,
+            sql: None,
+        };
+        let parts = split_pk_updates(ev);
+        let kinds: Vec<ChangeKind> = parts.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            [ChangeKind::Update, ChangeKind::Delete, ChangeKind::Insert]
+        );
+        assert_eq!(parts[0].rows.len(), 1);
+        assert_eq!(parts[1].rows.image(0, 0).cell(0), Cell::Value(b"2"));
+        assert_eq!(parts[2].rows.image(0, 0).cell(0), Cell::Value(b"3"));
+    }
+}

@@ -1,0 +1,110 @@
+//! Acknowledgement bookkeeping: which transaction boundary is safe to checkpoint.
+//!
+//! Every message belongs to a transaction (by sequence number). A transaction's
+//! checkpoint becomes safe once it committed (all its messages were sent), all its
+//! messages were acknowledged, and every earlier transaction is safe too: the watermark
+//! only moves forward, in order, whatever order acknowledgements arrive in.
+
+use std::collections::BTreeMap;
+
+use crate::event::Checkpoint;
+
+#[derive(Debug, Default)]
+struct Txn {
+    pending: u64,
+    committed: Option<Checkpoint>,
+}
+
+/// In-order acknowledgement watermark.
+#[derive(Debug, Default)]
+pub struct Acks {
+    txns: BTreeMap<u64, Txn>,
+    safe: Option<Checkpoint>,
+    in_flight: u64,
+    acked: u64,
+}
+
+impl Acks {
+    /// A message of transaction `seq` was handed to the sink.
+    pub fn sent(&mut self, seq: u64) {
+        self.txns.entry(seq).or_default().pending += 1;
+        self.in_flight += 1;
+    }
+
+    /// A message of transaction `seq` was acknowledged.
+    pub fn acked(&mut self, seq: u64) {
+        if let Some(t) = self.txns.get_mut(&seq) {
+            t.pending = t.pending.saturating_sub(1);
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.acked += 1;
+        self.advance();
+    }
+
+    /// Transaction `seq` is complete (all its messages sent); `cp` is after it.
+    pub fn committed(&mut self, seq: u64, cp: Checkpoint) {
+        self.txns.entry(seq).or_default().committed = Some(cp);
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        while let Some(entry) = self.txns.first_entry() {
+            let t = entry.get();
+            if t.pending > 0 || t.committed.is_none() {
+                break;
+            }
+            let t = entry.remove();
+            self.safe = t.committed;
+        }
+    }
+
+    /// The newest checkpoint all of whose messages, and all earlier ones, were acked.
+    pub fn safe(&self) -> Option<&Checkpoint> {
+        self.safe.as_ref()
+    }
+
+    /// Messages sent and not yet acknowledged.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
+    /// Messages acknowledged so far.
+    pub fn acked_total(&self) -> u64 {
+        self.acked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn cp(pos: u64) -> Checkpoint {
+        Checkpoint {
+            file: Arc::from("f"),
+            position: pos,
+            gtid: None,
+        }
+    }
+
+    #[test]
+    fn watermark_moves_in_order_only() {
+        let mut a = Acks::default();
+        a.sent(1);
+        a.sent(1);
+        a.committed(1, cp(100));
+        a.sent(2);
+        a.committed(2, cp(200));
+        a.committed(3, cp(300)); // a transaction without messages
+        a.acked(2);
+        assert_eq!(a.safe(), None, "txn 1 still has messages in flight");
+        a.acked(1);
+        assert_eq!(a.safe(), None);
+        a.acked(1);
+        assert_eq!(a.safe().map(|c| c.position), Some(300));
+        assert_eq!(a.in_flight(), 0);
+        a.sent(4);
+        a.acked(4);
+        assert_eq!(a.safe().map(|c| c.position), Some(300), "not committed yet");
+    }
+}

@@ -1,0 +1,250 @@
+//! The Kafka sink: an idempotent producer (`acks=all`, `enable.idempotence=true`), the
+//! Java client's partitioner for keyed messages (`murmur2_random`, so Java consumers and
+//! producers agree on partitions), bounded in-flight messages, and acknowledgement
+//! tracking that feeds the checkpoint.
+//!
+//! Invariants: a message counts as acknowledged only in librdkafka's delivery report
+//! with no error; a delivery error (after librdkafka's own retries, within
+//! `message.timeout.ms`) or a fatal producer error stops the pipeline, which then
+//! resumes from the last safe checkpoint with a new producer: nothing is lost, and what
+//! is sent again carries its binlog position for deduplication.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+
+use super::acks::Acks;
+use super::{OutMessage, SinkError};
+use crate::config::SinkConfig;
+use crate::event::Checkpoint;
+
+/// Delivery reports land here.
+pub struct AckContext {
+    acks: Mutex<Acks>,
+    failure: Mutex<Option<SinkError>>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, txn: usize) {
+        match result {
+            Ok(_) => {
+                if let Ok(mut a) = self.acks.lock() {
+                    a.acked(txn as u64);
+                }
+            }
+            Err((e, msg)) => {
+                if let Ok(mut f) = self.failure.lock()
+                    && f.is_none()
+                {
+                    *f = Some(SinkError::Delivery {
+                        topic: msg.topic().to_string(),
+                        position: format!("transaction #{txn}"),
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The producer.
+pub struct KafkaSink {
+    producer: BaseProducer<AckContext>,
+    max_in_flight: u64,
+}
+
+fn setup(e: impl std::fmt::Display) -> SinkError {
+    SinkError::Setup(format!("kafka producer: {e}"))
+}
+
+impl KafkaSink {
+    /// Creates the producer. `properties` were checked not to override Sluice's own.
+    pub fn new(
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+        cfg: &SinkConfig,
+    ) -> Result<Self, SinkError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
+            .set("linger.ms", "5")
+            .set(
+                "queue.buffering.max.messages",
+                cfg.max_in_flight.max(1000).to_string(),
+            )
+            .set("message.timeout.ms", "300000");
+        for (k, v) in properties {
+            c.set(k, v);
+        }
+        // Sluice's own settings last: delivery guarantees depend on them.
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("partitioner", "murmur2_random")
+            .set(
+                "message.max.bytes",
+                (cfg.max_message_bytes + 64 * 1024).to_string(),
+            );
+        let producer: BaseProducer<AckContext> = c
+            .create_with_context(AckContext {
+                acks: Mutex::new(Acks::default()),
+                failure: Mutex::new(None),
+            })
+            .map_err(setup)?;
+        Ok(KafkaSink {
+            producer,
+            max_in_flight: cfg.max_in_flight as u64,
+        })
+    }
+
+    /// Fails naming the first topic that does not exist.
+    pub fn check_topics(&self, topics: &[String]) -> Result<(), SinkError> {
+        for t in topics {
+            let md = self
+                .producer
+                .client()
+                .fetch_metadata(Some(t), Duration::from_secs(10))
+                .map_err(|e| {
+                    SinkError::Setup(format!("cannot read metadata of topic `{t}`: {e}"))
+                })?;
+            let ok = md
+                .topics()
+                .iter()
+                .any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty());
+            if !ok {
+                return Err(SinkError::Setup(format!(
+                    "topic `{t}` does not exist on the broker; create it (Sluice does not create topics)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_failure(&self) -> Result<(), SinkError> {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Err(SinkError::Setup(format!(
+                "fatal producer error {code:?}: {reason}"
+            )));
+        }
+        match self.producer.context().failure.lock() {
+            Ok(mut f) => match f.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            },
+            Err(_) => Err(SinkError::Setup("delivery state poisoned".into())),
+        }
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.producer
+            .context()
+            .acks
+            .lock()
+            .map(|a| a.in_flight())
+            .unwrap_or(0)
+    }
+
+    /// Queues a message, waiting while too many are in flight.
+    pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
+        while self.in_flight() >= self.max_in_flight {
+            self.producer.poll(Duration::from_millis(10));
+            self.check_failure()?;
+        }
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        if let Ok(mut a) = self.producer.context().acks.lock() {
+            a.sent(m.txn);
+        }
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&m.topic, m.txn as usize)
+                .payload(m.payload.as_slice())
+                .headers(headers);
+        if let Some(k) = &m.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(p) = m.partition {
+            record = record.partition(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                    self.check_failure()?;
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Delivery {
+                        topic: m.topic.to_string(),
+                        position: m.position.clone(),
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        self.check_failure()
+    }
+
+    /// Marks transaction `txn` complete.
+    pub fn commit(&mut self, txn: u64, cp: Checkpoint) -> Result<(), SinkError> {
+        if let Ok(mut a) = self.producer.context().acks.lock() {
+            a.committed(txn, cp);
+        }
+        self.producer.poll(Duration::ZERO);
+        self.check_failure()
+    }
+
+    /// The newest acknowledged boundary.
+    pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        self.producer.poll(Duration::ZERO);
+        self.check_failure()?;
+        Ok(self
+            .producer
+            .context()
+            .acks
+            .lock()
+            .ok()
+            .and_then(|a| a.safe().cloned()))
+    }
+
+    /// Waits for every in-flight message's delivery report.
+    pub fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        let start = Instant::now();
+        while self.in_flight() > 0 {
+            if start.elapsed() > timeout {
+                return Err(SinkError::Timeout {
+                    in_flight: self.in_flight(),
+                    waited: timeout,
+                });
+            }
+            self.producer.poll(Duration::from_millis(20));
+            self.check_failure()?;
+        }
+        Ok(())
+    }
+
+    /// (in flight, acknowledged).
+    pub fn counts(&self) -> (u64, u64) {
+        self.producer
+            .context()
+            .acks
+            .lock()
+            .map(|a| (a.in_flight(), a.acked_total()))
+            .unwrap_or((0, 0))
+    }
+}

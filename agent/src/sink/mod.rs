@@ -1,0 +1,152 @@
+//! Sinks: where routed messages go. A local sink (stdout or a JSON-lines file) for trying
+//! Sluice out, and Kafka.
+//!
+//! Invariant: [`Sink::safe_checkpoint`] only returns a transaction boundary whose
+//! messages and all earlier ones were acknowledged (written and flushed, or acked by
+//! the broker with `acks=all`); the pipeline writes nothing else to the checkpoint file.
+
+pub mod acks;
+pub mod kafka;
+pub mod local;
+
+use std::time::Duration;
+
+use crate::config::{SinkConfig, SinkKind};
+use crate::event::Checkpoint;
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct OutMessage {
+    /// Topic.
+    pub topic: std::sync::Arc<str>,
+    /// Explicit partition (else the key is hashed as the Java client does).
+    pub partition: Option<i32>,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body (JSON).
+    pub payload: Vec<u8>,
+    /// Transaction sequence number it belongs to.
+    pub txn: u64,
+    /// Position text, for errors.
+    pub position: String,
+}
+
+/// Why publishing stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// Writing locally failed.
+    #[error("writing {target}: {source}")]
+    Io {
+        /// File or stream.
+        target: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker refused a message for good (after librdkafka's own retries).
+    #[error("kafka refused a message for `{topic}` ({position}): {detail}")]
+    Delivery {
+        /// Topic.
+        topic: String,
+        /// Event position.
+        position: String,
+        /// The error.
+        detail: String,
+    },
+    /// A message is larger than allowed and the policy is to halt.
+    #[error("message for `{topic}` at {position} is {bytes} bytes, over the {limit}-byte limit")]
+    Oversize {
+        /// Topic.
+        topic: String,
+        /// Event position.
+        position: String,
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Configuration or setup problem (missing topic, bad property).
+    #[error("{0}")]
+    Setup(String),
+    /// Acknowledgements did not arrive in time during shutdown.
+    #[error("{in_flight} messages still unacknowledged after {waited:?}")]
+    Timeout {
+        /// Messages in flight.
+        in_flight: u64,
+        /// Time waited.
+        waited: Duration,
+    },
+}
+
+/// A sink of either kind.
+pub enum Sink {
+    /// stdout or a file.
+    Local(local::LocalSink),
+    /// Kafka.
+    Kafka(kafka::KafkaSink),
+}
+
+impl Sink {
+    /// Opens the configured sink.
+    pub fn open(cfg: &SinkConfig) -> Result<Sink, SinkError> {
+        Ok(match &cfg.kind {
+            SinkKind::Stdout => Sink::Local(local::LocalSink::stdout()),
+            SinkKind::File(p) => Sink::Local(local::LocalSink::file(p)?),
+            SinkKind::Kafka {
+                brokers,
+                properties,
+            } => Sink::Kafka(kafka::KafkaSink::new(brokers, properties, cfg)?),
+        })
+    }
+
+    /// Checks that these topics exist (Kafka); a missing one is a clear error.
+    pub fn check_topics(&self, topics: &[String]) -> Result<(), SinkError> {
+        match self {
+            Sink::Local(_) => Ok(()),
+            Sink::Kafka(k) => k.check_topics(topics),
+        }
+    }
+
+    /// Publishes a message (may wait while too many are in flight).
+    pub fn send(&mut self, msg: OutMessage) -> Result<(), SinkError> {
+        match self {
+            Sink::Local(s) => s.send(msg),
+            Sink::Kafka(k) => k.send(msg),
+        }
+    }
+
+    /// Transaction `txn` is fully sent; `cp` is the boundary after it.
+    pub fn commit(&mut self, txn: u64, cp: Checkpoint) -> Result<(), SinkError> {
+        match self {
+            Sink::Local(s) => s.commit(txn, cp),
+            Sink::Kafka(k) => k.commit(txn, cp),
+        }
+    }
+
+    /// The newest boundary whose messages (and all earlier ones) were acknowledged.
+    pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        match self {
+            Sink::Local(s) => Ok(s.safe_checkpoint()),
+            Sink::Kafka(k) => k.safe_checkpoint(),
+        }
+    }
+
+    /// Waits (at most `timeout`) until everything sent is acknowledged.
+    pub fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        match self {
+            Sink::Local(s) => s.drain(),
+            Sink::Kafka(k) => k.drain(timeout),
+        }
+    }
+
+    /// (in flight, acknowledged) message counts.
+    pub fn counts(&self) -> (u64, u64) {
+        match self {
+            Sink::Local(s) => s.counts(),
+            Sink::Kafka(k) => k.counts(),
+        }
+    }
+}
