@@ -168,6 +168,9 @@ fn default_message() -> String {
 pub struct RawCheckpoint {
     /// Checkpoint file.
     pub path: Option<PathBuf>,
+    /// How often the checkpoint is written, in milliseconds (default 200): the most a
+    /// crash can send again is what was acknowledged in one interval.
+    pub interval_ms: Option<u64>,
 }
 
 /// One message per what.
@@ -242,6 +245,8 @@ pub struct Config {
     pub sink: SinkConfig,
     /// Checkpoint file.
     pub checkpoint: PathBuf,
+    /// Checkpoint write interval.
+    pub checkpoint_interval: Duration,
 }
 
 /// librdkafka properties Sluice sets itself; the config may not override them.
@@ -423,6 +428,9 @@ impl Config {
                 .path
                 .as_deref()
                 .unwrap_or(Path::new("sluice.checkpoint"))),
+            checkpoint_interval: Duration::from_millis(
+                raw.checkpoint.interval_ms.unwrap_or(200).clamp(10, 60_000),
+            ),
         })
     }
 }

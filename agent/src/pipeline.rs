@@ -427,6 +427,15 @@ async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Run
     let source = BinlogSource::connect(cfg.source.clone(), resume.clone())
         .await
         .context("starting replication")?;
+    // Record the resolved start before anything is published: a crash before the first
+    // acknowledged transaction must resume here, not at a new `latest`.
+    let resume = match resume {
+        Some(cp) => Some(cp),
+        None => {
+            checkpoint::store(&cfg.checkpoint, source.checkpoint())?;
+            Some(source.checkpoint().clone())
+        }
+    };
     tracing::info!(message = "Replicating.", from = %source.checkpoint());
     let (tx, mut rx) = mpsc::channel::<Result<SourceItem, SourceError>>(256);
     let reader_cancel = cancel.child_token();
@@ -463,7 +472,8 @@ async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Run
     };
     let mut watcher = cfg.modules_dir.as_deref().map(ModuleDir::new);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(cfg.checkpoint_interval);
+    let mut last_poll = Instant::now();
     let result: anyhow::Result<()> = loop {
         tokio::select! {
             biased;
@@ -484,7 +494,11 @@ async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Run
                 }
             }
             _ = tick.tick() => {
-                if let (Some(w), Some(set)) = (watcher.as_mut(), run.routers.as_ref()) {
+                let poll_modules = last_poll.elapsed() >= Duration::from_secs(1);
+                if poll_modules {
+                    last_poll = Instant::now();
+                }
+                if let (true, Some(w), Some(set)) = (poll_modules, watcher.as_mut(), run.routers.as_ref()) {
                     for (name, bytes) in w.poll() {
                         if let Err(e) = set.propose(&name, bytes) {
                             tracing::warn!(message = "Ignoring module file.", module = %name, error = %e);

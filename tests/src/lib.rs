@@ -5,6 +5,8 @@
 //! Tests that need a service start it through these helpers and fail loudly when it
 //! cannot run; nothing here skips.
 
+pub mod agent;
+pub mod e2e;
 pub mod events;
 pub mod live;
 pub mod vv;
