@@ -1,28 +1,55 @@
 #!/usr/bin/env bash
-# Quick start: a throwaway local MariaDB, the agent built from this checkout, live
-# capture of a few sample transactions printed as Canal FlatMessage JSON lines.
+# Quick start: a throwaway local MariaDB, the agent and the canal-compat module built
+# from this checkout, `sluice run` publishing to a local JSON-lines sink, sample
+# transactions written, and the routed messages shown.
 #
-#   scripts/quickstart.sh [--format debezium]
+#   scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/mariadb.sh start
 eval "$(scripts/mariadb.sh env)"
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo build --release --quiet --bin sluice
-SLUICE=target/release/sluice
+SLUICE="$PWD/target/release/sluice"
+"$SLUICE" module build guest-examples/canal-compat --out target/modules --profile guest >/dev/null
+
+WORK="$(mktemp -d)"
+trap 'kill "$agent" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cat >"$WORK/sluice.toml" <<TOML
+[source]
+host = "127.0.0.1"
+port = $SLUICE_MYSQL_PORT
+user = "$SLUICE_MYSQL_USER"
+password_env = "SLUICE_MYSQL_PASSWORD"
+server_id = 1000099
+start = "latest"
+
+[[modules]]
+name = "canal"
+file = "$PWD/target/modules/canal-compat.wasm"
+[modules.config]
+"canal.mq.topic" = "example"
+"canal.mq.dynamicTopic" = 'shop\..*'
+"canal.mq.partitionsNum" = "4"
+"canal.mq.partitionHash" = '.*\..*:\$pk\$'
+
+[sink]
+kind = "file"
+path = "$WORK/messages.jsonl"
+
+[checkpoint]
+path = "$WORK/sluice.checkpoint"
+TOML
 
 client() {
     mariadb --no-defaults --protocol=tcp -h 127.0.0.1 -P "$SLUICE_MYSQL_PORT" \
         -u"$SLUICE_MYSQL_ADMIN_USER" -p"$SLUICE_MYSQL_ADMIN_PASSWORD" "$@"
 }
 
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-SLUICE_MYSQL_PASSWORD="$SLUICE_MYSQL_PASSWORD" "$SLUICE" tail \
-    --host 127.0.0.1 --port "$SLUICE_MYSQL_PORT" --user "$SLUICE_MYSQL_USER" \
-    --server-id 1000099 --start latest --limit 6 "$@" >"$out" &
+SLUICE_MYSQL_PASSWORD="$SLUICE_MYSQL_PASSWORD" "$SLUICE" run -c "$WORK/sluice.toml" 2>"$WORK/agent.log" &
 agent=$!
-sleep 1
+for _ in $(seq 1 100); do grep -q "Replicating" "$WORK/agent.log" && break; sleep 0.1; done
 
 client <<'SQL'
 CREATE DATABASE IF NOT EXISTS shop;
@@ -39,6 +66,11 @@ UPDATE shop.orders SET id = 3 WHERE id = 2;
 DELETE FROM shop.orders WHERE id = 1;
 SQL
 
-wait "$agent" || true
-echo "--- changes captured by sluice (one JSON object per rows event or DDL) ---"
-cat "$out"
+sleep 2
+kill -TERM "$agent"; wait "$agent" || true
+echo "--- agent log ---"
+cat "$WORK/agent.log"
+echo "--- messages routed by the canal-compat module (topic, partition, headers, Canal FlatMessage) ---"
+cat "$WORK/messages.jsonl"
+echo "--- checkpoint ---"
+cat "$WORK/sluice.checkpoint"

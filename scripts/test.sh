@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, unit tests, corpus tests and live tests against a
-# fresh throwaway MariaDB (started here; a test that cannot reach it fails).
+# The test command: formatting, lints, unit tests, corpus tests, module tests, and live
+# tests against a fresh throwaway MariaDB and a local Kafka-protocol broker (both started
+# here; a test that cannot reach them fails).
 #
 #   scripts/test.sh            # everything
 #   SLUICE_KEEP_DB=1 scripts/test.sh   # reuse the running test server instead of a fresh one
@@ -11,6 +12,8 @@ if [ "${SLUICE_KEEP_DB:-0}" != 1 ]; then
     scripts/mariadb.sh wipe >/dev/null 2>&1 || true
 fi
 scripts/mariadb.sh start
+# The Kafka-protocol broker (installed into ~/.cache/sluice/tansu on first use).
+scripts/tansu.sh start
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod e2e;
 pub mod events;
+pub mod kafka;
 pub mod live;
 pub mod vv;
 
