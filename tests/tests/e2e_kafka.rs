@@ -4,13 +4,22 @@
 //! canal-compat module decided them (delivered to exactly those partitions), per-key
 //! order, and duplicates only from unacknowledged tails.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use sluice_tests::agent::Agent;
-use sluice_tests::e2e::{PARTITIONS, module_toml, scenario, setup, source_toml};
+use sluice_tests::e2e::{
+    PARTITIONS, db_state, module_toml, phase, replay, scenario, setup, source_toml,
+};
 use sluice_tests::kafka::{BROKERS, Reader, fresh_broker};
 use sluice_tests::live::server;
 
+/// The tests of this binary share one broker (and restart it): one at a time.
+static BROKER: Mutex<()> = Mutex::new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_survives_kill9() {
+    let _guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
     let topics = ["e2e.t1", "e2e.t2", "e2e.default"];
     fresh_broker(&topics, PARTITIONS as u32);
     let srv = server();
@@ -57,6 +66,7 @@ async fn kafka_sink_survives_kill9() {
 /// nothing is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_topic_is_a_clear_error() {
+    let _guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
     sluice_tests::kafka::broker();
     let srv = server();
     let topic = format!("nope-{}", std::process::id());
@@ -87,5 +97,80 @@ async fn missing_topic_is_a_clear_error() {
         );
     }
     assert!(!dir.join("cp").exists(), "nothing was checkpointed");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The broker stalls (SIGSTOP) for five seconds while rows are written, then resumes
+/// (SIGCONT): the agent waits with bounded in-flight messages and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_broker_loses_nothing() {
+    let _guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let topics = ["e2e.t1", "e2e.t2", "e2e.default"];
+    fresh_broker(&topics, PARTITIONS as u32);
+    let srv = server();
+    let mut admin = srv.admin().await;
+    setup(&mut admin).await;
+    let dir = std::env::temp_dir().join(format!("sluice-e2e-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\nmax_in_flight = 2000\n\n[checkpoint]\npath = \"{}\"\n",
+            source_toml(&srv, 4_300_004),
+            module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let pid = std::process::Command::new("bash")
+        .arg(sluice_tests::repo_root().join("scripts/tansu.sh"))
+        .arg("pid")
+        .output()
+        .expect("pid");
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    assert!(!pid.is_empty(), "broker pid");
+    let signal = |s: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .map(|x| x.success());
+        assert_eq!(ok.ok(), Some(true), "kill {s} {pid}");
+    };
+    signal("-STOP");
+    let writes = async {
+        for p in 0..3 {
+            phase(&mut admin, p).await;
+        }
+    };
+    let stall = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        signal("-CONT");
+    };
+    tokio::join!(writes, stall);
+    let reader = Reader::new(&topics, PARTITIONS);
+    let want = db_state(&mut admin).await;
+    let t = Instant::now();
+    loop {
+        let r = replay(&reader.read());
+        if r.state == want {
+            eprintln!(
+                "{} row changes after a 5 s broker stall, {} duplicates",
+                r.changes, r.duplicates
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "not caught up: {} of {} rows",
+            r.state.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
