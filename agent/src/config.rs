@@ -413,7 +413,7 @@ impl Config {
             default_topic: k.default_topic.unwrap_or_else(|| "sluice".into()),
             max_message_bytes: k.max_message_bytes.unwrap_or(1_000_000),
             oversize,
-            max_in_flight: k.max_in_flight.unwrap_or(100_000).max(1),
+            max_in_flight: k.max_in_flight.unwrap_or(20_000).max(1),
         };
         Ok(Config {
             source,

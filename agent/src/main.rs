@@ -176,11 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Module { cmd } => module_cmd(cmd),
         Command::Run { config, .. } => {
             let cfg = sluice::config::Config::load(&config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let rt = runtime()?;
             rt.block_on(async move {
                 let cancel = tokio_util::sync::CancellationToken::new();
                 let stop = cancel.clone();
@@ -194,19 +190,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let cfg = sluice::config::Config::load(&config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let rt = runtime()?;
             rt.block_on(check(cfg))
         }
         Command::Tail(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let rt = runtime()?;
             rt.block_on(tail(args))
         }
     }
@@ -414,6 +402,14 @@ fn wasmtime_component_summary(
         imports.join(", "),
         exports.join(", ")
     ))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn read_password(args: &TailArgs) -> anyhow::Result<String> {

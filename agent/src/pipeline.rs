@@ -173,8 +173,10 @@ impl Run<'_> {
             self.publish_change(&chunk[ci], offset, &deliveries[start..end])?;
             start = end;
         }
-        if self.recent.len() < 512 {
-            let room = 512 - self.recent.len();
+        // A few recent events feed module canaries; a rows event can hold thousands of
+        // rows, so keep only a handful.
+        if self.recent.len() < 8 {
+            let room = 8 - self.recent.len();
             self.recent.extend(chunk.into_iter().take(room));
         }
         Ok(())

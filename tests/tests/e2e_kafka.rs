@@ -14,6 +14,29 @@ use sluice_tests::e2e::{
 use sluice_tests::kafka::{BROKERS, Reader, fresh_broker};
 use sluice_tests::live::server;
 
+/// Writes a `sluice.toml` in `dir` publishing to the test broker with the scenario's
+/// module; `sink_extra` adds `[sink]` keys.
+fn kafka_config(
+    dir: &std::path::Path,
+    srv: &sluice_tests::live::Server,
+    server_id: u32,
+    sink_extra: &str,
+) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("dir");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n{sink_extra}\n[checkpoint]\npath = \"{}\"\n",
+            source_toml(srv, server_id),
+            module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    config
+}
+
 /// The tests of this binary share one broker (and restart it): one at a time.
 static BROKER: Mutex<()> = Mutex::new(());
 
@@ -26,18 +49,7 @@ async fn kafka_sink_survives_kill9() {
     let mut admin = srv.admin().await;
     setup(&mut admin).await;
     let dir = std::env::temp_dir().join(format!("sluice-e2e-kafka-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\n[checkpoint]\npath = \"{}\"\n",
-            source_toml(&srv, 4_300_002),
-            module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
-            dir.join("cp").display()
-        ),
-    )
-    .expect("config");
+    let config = kafka_config(&dir, &srv, 4_300_002, "");
     let log = dir.join("agent.log");
     let pass = srv.repl.1.clone();
     let reader = Reader::new(&topics, PARTITIONS);
@@ -111,18 +123,7 @@ async fn stalled_broker_loses_nothing() {
     let mut admin = srv.admin().await;
     setup(&mut admin).await;
     let dir = std::env::temp_dir().join(format!("sluice-e2e-stall-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\nmax_in_flight = 2000\n\n[checkpoint]\npath = \"{}\"\n",
-            source_toml(&srv, 4_300_004),
-            module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
-            dir.join("cp").display()
-        ),
-    )
-    .expect("config");
+    let config = kafka_config(&dir, &srv, 4_300_004, "max_in_flight = 2000\n");
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));

@@ -5,8 +5,6 @@
 //! opaque values as `"base64:typeNN:..."`. Hostile input (bad offsets, cycles, deep
 //! nesting) gives an error, never a panic or unbounded recursion.
 
-use std::fmt::Write as _;
-
 use super::decimal::decimal_text;
 use super::error::DecodeError;
 use super::float::push_double;
@@ -226,11 +224,9 @@ impl Parser {
                 decimal_text(&raw[..need], p, s, self.at, out)?;
             }
             _ => {
-                let mut s = String::new();
-                let _ = write!(s, "\"base64:type{ft}:");
-                base64(&mut s, data);
-                s.push('"');
-                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(format!("\"base64:type{ft}:").as_bytes());
+                crate::format::push_base64(out, data);
+                out.push(b'"');
             }
         }
         Ok(())
@@ -259,30 +255,6 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.push(b'"');
-}
-
-fn base64(out: &mut String, data: &[u8]) {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
 }
 
 #[cfg(test)]

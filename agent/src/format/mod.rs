@@ -51,7 +51,8 @@ pub(crate) fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>, binary: bool, how: Bi
     }
 }
 
-pub(crate) fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
+/// Appends standard base64 (with padding) of `data`.
+pub fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in data.chunks(3) {
         let b = [

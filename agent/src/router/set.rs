@@ -25,8 +25,8 @@ use super::module::{ModuleInstance, Route, RouteInput};
 use super::spec::{ModuleSpec, Policy};
 use crate::event::ChangeEvent;
 
-/// Events kept for canaries.
-const SAMPLE_EVENTS: usize = 512;
+/// Events kept for canaries (each may hold many rows; canaries use up to 1000 rows).
+const SAMPLE_EVENTS: usize = 32;
 
 /// A route decided by a module, tagged with who decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# End-to-end throughput: MariaDB -> sluice run -> sink, draining a backlog of ROWS rows
+# (10 mixed columns), in one run: Kafka (tansu) with the canal-compat module, Kafka with
+# no module (built-in routing), and the local file sink with the module. Prints rows/s,
+# CPU seconds and peak RSS of the agent, and ratios.
+#
+#   bench/e2e.sh [ROWS]     (default 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-1000000}"
+
+scripts/mariadb.sh start >/dev/null
+scripts/tansu.sh start >/dev/null
+eval "$(scripts/mariadb.sh env)"
+export SLUICE_MYSQL_PASSWORD
+cargo build --release --quiet --bin sluice
+SLUICE="$PWD/target/release/sluice"
+"$SLUICE" module build guest-examples/canal-compat --out target/modules --profile guest >/dev/null
+
+sql() {
+    mariadb --no-defaults --protocol=tcp -h 127.0.0.1 -P "$SLUICE_MYSQL_PORT" \
+        -u"$SLUICE_MYSQL_ADMIN_USER" -p"$SLUICE_MYSQL_ADMIN_PASSWORD" -N -B "$@"
+}
+sql -e "CREATE DATABASE IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.t10;
+CREATE TABLE bench.t10 (id BIGINT PRIMARY KEY, a INT, b BIGINT, c VARCHAR(32), d DECIMAL(12,2),
+  e DATETIME(3), f DOUBLE, g TINYINT, h VARCHAR(64), i DATE) DEFAULT CHARSET=utf8mb4;"
+read -r FILE POS _ < <(sql -e "SHOW MASTER STATUS")
+echo "writing $ROWS rows from $FILE:$POS ..." >&2
+for ((s = 1; s <= ROWS; s += 10000)); do
+    e=$((s + 9999)); [ "$e" -gt "$ROWS" ] && e=$ROWS
+    echo "INSERT INTO bench.t10 SELECT seq, seq * 7, seq * 1000003, CONCAT('name-', seq),
+      seq / 100, '2024-01-01 00:00:00' + INTERVAL seq SECOND, seq / 3, seq % 128, MD5(seq),
+      '2024-01-01' + INTERVAL (seq % 1000) DAY FROM bench.seq_${s}_to_${e};"
+done | sql
+read -r END_FILE END_POS _ < <(sql -e "SHOW MASTER STATUS")
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+run() { # name sink-toml module(yes/no)
+    local name=$1 sink=$2 module=$3
+    scripts/tansu.sh restart >/dev/null
+    scripts/tansu.sh topic bench.t10 12 >/dev/null
+    scripts/tansu.sh topic bench-all 12 >/dev/null
+    rm -f "$WORK/cp" "$WORK/out.jsonl"
+    {
+        cat <<TOML
+[source]
+host = "127.0.0.1"
+port = $SLUICE_MYSQL_PORT
+user = "$SLUICE_MYSQL_USER"
+password_env = "SLUICE_MYSQL_PASSWORD"
+server_id = 1000777
+start = "$FILE:$POS"
+[router]
+batch = 1000
+[checkpoint]
+path = "$WORK/cp"
+TOML
+        if [ "$module" = yes ]; then
+            cat <<TOML
+[[modules]]
+name = "canal"
+file = "$PWD/target/modules/canal-compat.wasm"
+[modules.config]
+"canal.mq.dynamicTopic" = 'bench\..*'
+"canal.mq.partitionsNum" = "12"
+"canal.mq.partitionHash" = '.*\..*:\$pk\$'
+TOML
+        fi
+        echo "$sink"
+    } >"$WORK/sluice.toml"
+    local t0 t1
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "%U %S %M" -o "$WORK/time" "$SLUICE" run -c "$WORK/sluice.toml" 2>"$WORK/log" &
+    local pid=$!
+    # Done when the checkpoint reaches the end of the backlog.
+    while ! grep -q "\"position\":$END_POS" "$WORK/cp" 2>/dev/null; do
+        if ! kill -0 $pid 2>/dev/null; then cat "$WORK/log" >&2; exit 1; fi
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    pkill -TERM -P $pid sluice 2>/dev/null || kill -TERM $pid
+    wait $pid || true
+    read -r user sys rss <"$WORK/time"
+    echo "$name $(echo "$t1 - $t0" | bc) $(echo "$user + $sys" | bc) $rss"
+}
+
+KAFKA="[sink]
+kind = \"kafka\"
+brokers = \"127.0.0.1:19092\"
+default_topic = \"bench-all\""
+FILESINK="[sink]
+kind = \"file\"
+path = \"$WORK/out.jsonl\""
+
+RESULTS=$(mktemp)
+{
+    run "kafka+canal-compat" "$KAFKA" yes
+    run "kafka+no-module" "$KAFKA" no
+    run "file+canal-compat" "$FILESINK" yes
+} >"$RESULTS"
+echo
+echo "end to end, $ROWS rows x 10 columns drained from a backlog ($FILE:$POS .. $END_FILE:$END_POS)"
+awk -v rows="$ROWS" '
+{ name[NR]=$1; wall[NR]=$2; cpu[NR]=$3; rss[NR]=$4 }
+END {
+  printf "%-22s %8s %12s %8s %9s %16s\n", "run", "wall s", "rows/s", "cpu s", "RSS MiB", "x kafka+module"
+  for (i=1;i<=NR;i++) printf "%-22s %8.2f %12.0f %8.2f %9.1f %16.2f\n", name[i], wall[i], rows/wall[i], cpu[i], rss[i]/1024, wall[1]/wall[i]
+}' "$RESULTS"
+rm -f "$RESULTS"
