@@ -4,7 +4,6 @@
 //! canal-compat module decided them (delivered to exactly those partitions), per-key
 //! order, and duplicates only from unacknowledged tails.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sluice_tests::agent::Agent;
@@ -38,11 +37,11 @@ fn kafka_config(
 }
 
 /// The tests of this binary share one broker (and restart it): one at a time.
-static BROKER: Mutex<()> = Mutex::new(());
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_survives_kill9() {
-    let _guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = BROKER.lock().await;
     let topics = ["e2e.t1", "e2e.t2", "e2e.default"];
     fresh_broker(&topics, PARTITIONS as u32);
     let srv = server();
@@ -78,7 +77,7 @@ async fn kafka_sink_survives_kill9() {
 /// nothing is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_topic_is_a_clear_error() {
-    let _guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = BROKER.lock().await;
     sluice_tests::kafka::broker();
     let srv = server();
     let topic = format!("nope-{}", std::process::id());
@@ -116,7 +115,7 @@ async fn missing_topic_is_a_clear_error() {
 /// (SIGCONT): the agent waits with bounded in-flight messages and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_broker_loses_nothing() {
-    let _guard = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = BROKER.lock().await;
     let topics = ["e2e.t1", "e2e.t2", "e2e.default"];
     fresh_broker(&topics, PARTITIONS as u32);
     let srv = server();
