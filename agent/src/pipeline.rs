@@ -330,7 +330,10 @@ fn refs(v: &[Option<Vec<u8>>]) -> Vec<Option<&[u8]>> {
     v.iter().map(|x| x.as_deref()).collect()
 }
 
+/// The built-in key (no modules): primary-key values joined as the SDK's `KeyBuilder`
+/// joins them, so keys from modules and from the agent agree.
 fn pk_key(inp: &RouteInput<'_>) -> Option<Vec<u8>> {
+    use sluice_sdk::abi::Cell as AbiCell;
     let t = &inp.event.table;
     if t.primary_key.is_empty() || inp.event.kind == ChangeKind::Ddl {
         return None;
@@ -340,17 +343,15 @@ fn pk_key(inp: &RouteInput<'_>) -> Option<Vec<u8>> {
     } else {
         inp.event.rows.image(inp.row, 0)
     };
-    let mut k = Vec::new();
-    for (i, &c) in t.primary_key.iter().enumerate() {
-        if i > 0 {
-            k.push(b'|');
-        }
-        match img.cell(c) {
-            Cell::Value(v) => k.extend_from_slice(v),
-            _ => k.extend_from_slice(b"\\N"),
-        }
+    let mut k = sluice_sdk::keys::KeyBuilder::new();
+    for &c in &t.primary_key {
+        k.part(match img.cell(c) {
+            Cell::Value(v) => AbiCell::Value(v),
+            Cell::Null => AbiCell::Null,
+            Cell::Absent => AbiCell::Absent,
+        });
     }
-    Some(k)
+    Some(k.as_bytes().to_vec())
 }
 
 /// Reads module files and builds the router set.
