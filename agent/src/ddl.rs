@@ -69,7 +69,6 @@ pub fn target(default_db: &str, sql: &str) -> (String, Option<String>) {
     if matches!(canal_type(sql), "CINDEX" | "DINDEX") {
         if let Some(i) = find_word(rest_upper, "ON") {
             rest = &rest[i + 2..];
-            rest_upper = &rest_upper[i + 2..];
         } else {
             return (default_db.to_string(), None);
         }
@@ -96,7 +95,6 @@ pub fn target(default_db: &str, sql: &str) -> (String, Option<String>) {
             return (default_db.to_string(), None);
         }
     }
-    let _ = rest_upper;
     match identifier(rest.trim_start()) {
         Some((first, after)) => {
             if let Some(after_dot) = after.strip_prefix('.')
