@@ -18,6 +18,9 @@ scripts/tansu.sh start
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+# The integration tests run the `sluice` binary as operators do; `cargo test` builds
+# only test harnesses, so build the binary first.
+cargo build --workspace --bins --locked
 # Integration test binaries run one after another; the ones that restart the server or
 # change its global settings are single test functions.
 cargo test --workspace --locked
