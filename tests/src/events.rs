@@ -114,3 +114,17 @@ pub fn ddl(db: &str, table: &str, sql: &str, offset: u64) -> ChangeEvent {
         sql: Some(Arc::from(sql)),
     }
 }
+
+/// The same component with a custom section appended: identical behaviour, new version
+/// (a different SHA-256), for hot-swap tests.
+pub fn new_version(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let name = b"sluice-test-version";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    out.push(0);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}

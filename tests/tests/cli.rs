@@ -7,16 +7,7 @@ use std::process::Command;
 use sluice_tests::{corpora, repo_root};
 
 fn sluice() -> Command {
-    // Test binaries live in target/<profile>/deps; the agent binary one level up.
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    let bin = dir.join("sluice");
-    assert!(
-        bin.is_file(),
-        "{} not built (cargo test --workspace builds it)",
-        bin.display()
-    );
-    Command::new(bin)
+    Command::new(sluice_tests::agent::binary())
 }
 
 fn tmp(name: &str) -> PathBuf {

@@ -6,20 +6,8 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::agent::{Agent, read_file_sink};
 use sluice_tests::e2e::{module_toml, setup, source_toml};
+use sluice_tests::events::new_version;
 use sluice_tests::live::{exec, server};
-
-/// The same component with a custom section appended: same behaviour, new version.
-fn new_version(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    let name = b"sluice-test-version";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    out.push(0);
-    out.push(payload.len() as u8);
-    out.extend_from_slice(&payload);
-    out
-}
 
 fn hex_sha256(b: &[u8]) -> String {
     sluice::router::engine::hash_hex(b)

@@ -12,23 +12,10 @@ use sluice::router::{
     AllowedTopics, CandidateState, ModuleSpec, Policy, RouteInput, RouterEngine, RouterError,
     RouterSet,
 };
-use sluice_tests::events::{insert, table};
+use sluice_tests::events::{insert, new_version, table};
 
 fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).expect("guest component built by build.rs")
-}
-
-/// The same component with a custom section appended: identical behaviour, new version.
-fn new_version(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    let name = b"sluice-test-version";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    out.push(0);
-    out.push(payload.len() as u8);
-    out.extend_from_slice(&payload);
-    out
 }
 
 fn hostile_spec(name: &str, mode: &str, policy: Policy) -> ModuleSpec {
