@@ -282,6 +282,17 @@ pub async fn scenario(
         Duration::from_millis(50 + (seed >> 33) % 700)
     };
     let mut kills_left = kills;
+    // SIGKILL the running agent, start a new one (it resumes from its checkpoint) and
+    // wait until it replicates, so every kill hits a working agent.
+    let mut crash_and_restart = |agent: &mut Option<Agent>| {
+        if let Some(a) = agent.take() {
+            a.kill9();
+        }
+        let mut a = start();
+        starts += 1;
+        a.wait_log("Replicating.", starts, Duration::from_secs(60));
+        *agent = Some(a);
+    };
     for p in 0..PHASES {
         // Kill the agent at a random moment while this phase is being written, then
         // start it again (from its checkpoint) while the writes go on.
@@ -295,14 +306,8 @@ pub async fn scenario(
                 _ = &mut writer => break,
                 _ = &mut delay, if armed => {
                     armed = false;
-                    if let Some(a) = agent.take() {
-                        a.kill9();
-                    }
                     kills_left -= 1;
-                    let mut a = start();
-                    starts += 1;
-                    a.wait_log("Replicating.", starts, Duration::from_secs(60));
-                    agent = Some(a);
+                    crash_and_restart(&mut agent);
                 }
             }
         }
@@ -310,17 +315,10 @@ pub async fn scenario(
     // Remaining kills while the agent catches up.
     while kills_left > 0 {
         tokio::time::sleep(next_delay()).await;
-        if let Some(a) = agent.take() {
-            a.kill9();
-        }
         kills_left -= 1;
-        let mut a = start();
-        starts += 1;
-        a.wait_log("Replicating.", starts, Duration::from_secs(60));
-        agent = Some(a);
+        crash_and_restart(&mut agent);
     }
-    let mut agent = agent.expect("an agent runs");
-    agent.wait_log("Replicating.", starts, Duration::from_secs(60));
+    let agent = agent.expect("an agent runs");
     let want = db_state(&mut admin).await;
     let t = Instant::now();
     let replayed = loop {

@@ -36,22 +36,29 @@ fn kafka_config(
     config
 }
 
+const TOPICS: [&str; 3] = ["e2e.t1", "e2e.t2", "e2e.default"];
+
+/// An empty broker with the scenario's topics and freshly created tables.
+async fn fresh_scenario() -> (sluice_tests::live::Server, mysql_async::Conn) {
+    fresh_broker(&TOPICS, PARTITIONS as u32);
+    let srv = server();
+    let mut admin = srv.admin().await;
+    setup(&mut admin).await;
+    (srv, admin)
+}
+
 /// The tests of this binary share one broker (and restart it): one at a time.
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_survives_kill9() {
     let _guard = BROKER.lock().await;
-    let topics = ["e2e.t1", "e2e.t2", "e2e.default"];
-    fresh_broker(&topics, PARTITIONS as u32);
-    let srv = server();
-    let mut admin = srv.admin().await;
-    setup(&mut admin).await;
+    let (srv, _admin) = fresh_scenario().await;
     let dir = std::env::temp_dir().join(format!("sluice-e2e-kafka-{}", std::process::id()));
     let config = kafka_config(&dir, &srv, 4_300_002, "");
     let log = dir.join("agent.log");
     let pass = srv.repl.1.clone();
-    let reader = Reader::new(&topics, PARTITIONS);
+    let reader = Reader::new(&TOPICS, PARTITIONS);
     let (changes, dups) = scenario(
         &srv,
         || Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &pass)]),
@@ -116,11 +123,7 @@ async fn missing_topic_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_broker_loses_nothing() {
     let _guard = BROKER.lock().await;
-    let topics = ["e2e.t1", "e2e.t2", "e2e.default"];
-    fresh_broker(&topics, PARTITIONS as u32);
-    let srv = server();
-    let mut admin = srv.admin().await;
-    setup(&mut admin).await;
+    let (srv, mut admin) = fresh_scenario().await;
     let dir = std::env::temp_dir().join(format!("sluice-e2e-stall-{}", std::process::id()));
     let config = kafka_config(&dir, &srv, 4_300_004, "max_in_flight = 2000\n");
     let log = dir.join("agent.log");
@@ -151,7 +154,7 @@ async fn stalled_broker_loses_nothing() {
         signal("-CONT");
     };
     tokio::join!(writes, stall);
-    let reader = Reader::new(&topics, PARTITIONS);
+    let reader = Reader::new(&TOPICS, PARTITIONS);
     let want = db_state(&mut admin).await;
     let t = Instant::now();
     loop {
