@@ -56,6 +56,8 @@ start = "$FILE:$POS"
 batch = 1000
 [checkpoint]
 path = "$WORK/cp"
+[admin]
+listen = "127.0.0.1:0"
 TOML
         if [ "$module" = yes ]; then
             cat <<TOML

@@ -48,13 +48,18 @@ pub fn load(path: &Path) -> anyhow::Result<Option<Checkpoint>> {
     }))
 }
 
-/// Replaces the checkpoint atomically.
-pub fn store(path: &Path, cp: &Checkpoint) -> anyhow::Result<()> {
-    let body = serde_json::json!({
+/// The checkpoint as the file (and the admin API) show it.
+pub fn to_json(cp: &Checkpoint) -> serde_json::Value {
+    serde_json::json!({
         "file": &*cp.file,
         "position": cp.position,
         "gtid": cp.gtid.as_ref().map(|g| g.to_string()).unwrap_or_default(),
-    });
+    })
+}
+
+/// Replaces the checkpoint atomically.
+pub fn store(path: &Path, cp: &Checkpoint) -> anyhow::Result<()> {
+    let body = to_json(cp);
     let tmp = path.with_extension("tmp");
     {
         let mut f =

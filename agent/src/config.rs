@@ -32,6 +32,29 @@ pub struct RawConfig {
     /// `[checkpoint]`.
     #[serde(default)]
     pub checkpoint: RawCheckpoint,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `HOST:PORT` of the admin HTTP API, or `off` (default `127.0.0.1:9180`).
+    pub listen: Option<String>,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// File holding the bearer token.
+    pub token_file: Option<PathBuf>,
+    /// Seconds the checkpoint may stay put with work pending before `/readyz` fails
+    /// (default 60).
+    pub stall_after_secs: Option<u64>,
+    /// Partitions of topics created through the API when the request names none
+    /// (default 1).
+    pub topic_partitions: Option<i32>,
+    /// Replication factor of topics created through the API (default 1).
+    pub topic_replication: Option<i32>,
 }
 
 /// `[source]`.
@@ -183,7 +206,7 @@ pub enum MessageUnit {
 }
 
 /// Where messages go.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum SinkKind {
     /// Standard output.
     Stdout,
@@ -196,6 +219,42 @@ pub enum SinkKind {
         /// Extra properties.
         properties: BTreeMap<String, String>,
     },
+}
+
+/// librdkafka property names whose values are secrets (never printed).
+fn is_secret_property(key: &str) -> bool {
+    ["password", "secret", "token", ".key", "jaas"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+impl std::fmt::Debug for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkKind::Stdout => f.write_str("Stdout"),
+            SinkKind::File(p) => f.debug_tuple("File").field(p).finish(),
+            SinkKind::Kafka {
+                brokers,
+                properties,
+            } => {
+                let shown: BTreeMap<&str, &str> = properties
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if is_secret_property(k) {
+                            "***"
+                        } else {
+                            v.as_str()
+                        };
+                        (k.as_str(), v)
+                    })
+                    .collect();
+                f.debug_struct("Kafka")
+                    .field("brokers", brokers)
+                    .field("properties", &shown)
+                    .finish()
+            }
+        }
+    }
 }
 
 /// Oversize message policy.
@@ -247,6 +306,10 @@ pub struct Config {
     pub checkpoint: PathBuf,
     /// Checkpoint write interval.
     pub checkpoint_interval: Duration,
+    /// Admin API (`None`: off).
+    pub admin: Option<crate::admin::AdminConfig>,
+    /// A checkpoint with work pending that has not moved for this long fails `/readyz`.
+    pub stall_after: Duration,
 }
 
 /// librdkafka properties Sluice sets itself; the config may not override them.
@@ -415,7 +478,10 @@ impl Config {
             oversize,
             max_in_flight: k.max_in_flight.unwrap_or(20_000).max(1),
         };
+        let admin = validate_admin(&raw.admin, &rel)?;
         Ok(Config {
+            admin,
+            stall_after: Duration::from_secs(raw.admin.stall_after_secs.unwrap_or(60).max(1)),
             source,
             modules,
             modules_dir: raw.router.modules_dir.map(|d| rel(&d)),
@@ -433,6 +499,62 @@ impl Config {
             ),
         })
     }
+}
+
+fn validate_admin(
+    a: &RawAdmin,
+    rel: &dyn Fn(&Path) -> PathBuf,
+) -> anyhow::Result<Option<crate::admin::AdminConfig>> {
+    use crate::secret::Secret;
+    let listen = a.listen.as_deref().unwrap_or("127.0.0.1:9180");
+    if listen == "off" {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = listen.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "admin.listen: `{listen}` is not HOST:PORT with an IP address ({e}), nor `off`"
+        )
+    })?;
+    let token = match (&a.token_env, &a.token_file) {
+        (Some(_), Some(_)) => bail!("admin: set one of `token_env` and `token_file`, not both"),
+        (Some(var), None) => Some(std::env::var(var).with_context(|| {
+            format!("admin.token_env: environment variable `{var}` is not set")
+        })?),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(rel(f))
+                .with_context(|| format!("admin.token_file: cannot read `{}`", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(t) = &token
+        && t.len() < 16
+    {
+        bail!(
+            "admin token: {} characters is too short to guess-proof; use at least 16",
+            t.len()
+        );
+    }
+    if !addr.ip().is_loopback() && token.is_none() {
+        bail!(
+            "admin.listen: `{addr}` is not a loopback address; set `token_env` or `token_file` so the API requires a bearer token"
+        );
+    }
+    let partitions = a.topic_partitions.unwrap_or(1);
+    if partitions < 1 {
+        bail!("admin.topic_partitions: must be at least 1");
+    }
+    let replication = a.topic_replication.unwrap_or(1);
+    if replication < 1 {
+        bail!("admin.topic_replication: must be at least 1");
+    }
+    Ok(Some(crate::admin::AdminConfig {
+        listen: addr,
+        token: token.map(Secret::new),
+        topic_partitions: partitions,
+        topic_replication: replication,
+    }))
 }
 
 #[cfg(test)]
@@ -459,6 +581,35 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_print() {
+        let text = format!(
+            "{}[sink]\nkind = \"kafka\"\nbrokers = \"b:9092\"\n[sink.librdkafka]\n\"sasl.password\" = \"kafka-secret-value\"\n\"client.id\" = \"me\"\n[admin]\nlisten = \"0.0.0.0:9180\"\ntoken_file = \"{}\"\n",
+            BASE.replace(
+                "password_env = \"HOME\"",
+                &format!("password_file = \"{}\"", write_file("pw", "db-pass-xyzzy"))
+            ),
+            write_file("token", "admin-token-0123456789")
+        );
+        let cfg = parse(&text).unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("client.id"), "{shown}");
+        assert_eq!(cfg.source.password.expose(), "db-pass-xyzzy");
+        for secret in [
+            "kafka-secret-value",
+            "admin-token-0123456789",
+            "db-pass-xyzzy",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+    }
+
+    fn write_file(name: &str, content: &str) -> String {
+        let p = std::env::temp_dir().join(format!("sluice-{name}-{}", std::process::id()));
+        std::fs::write(&p, content).unwrap();
+        p.display().to_string()
+    }
+
+    #[test]
     fn values_are_checked() {
         let e = parse(&format!("{BASE}[sink]\nkind = \"kafka\"\n")).unwrap_err();
         assert!(e.to_string().contains("sink.brokers"), "{e}");
@@ -476,7 +627,21 @@ mod tests {
         let bad_start = BASE.replace("server_id = 7", "server_id = 7\nstart = \"nope\"");
         let e = parse(&format!("{bad_start}[sink]\nkind = \"stdout\"\n")).unwrap_err();
         assert!(e.to_string().contains("source.start"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[sink]\nkind = \"stdout\"\n[admin]\nlisten = \"0.0.0.0:9180\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not a loopback"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[sink]\nkind = \"stdout\"\n[admin]\nlisten = \"localhost:1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
         let ok = parse(&format!("{BASE}[sink]\nkind = \"stdout\"\n")).unwrap();
+        assert_eq!(
+            ok.admin.as_ref().map(|a| a.listen.to_string()).as_deref(),
+            Some("127.0.0.1:9180")
+        );
         assert_eq!(ok.sink.unit, MessageUnit::Event);
         assert_eq!(ok.source.server_id, 7);
     }

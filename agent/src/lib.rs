@@ -9,14 +9,18 @@
 //! - [`mod@format`]: Canal FlatMessage and Debezium-style JSON;
 //! - [`ddl`]: statement targets for DDL events.
 
+pub mod admin;
 pub mod binlog;
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod ddl;
 pub mod event;
 pub mod format;
+pub mod metrics;
 pub mod pipeline;
 pub mod router;
 pub mod schema;
+pub mod secret;
 pub mod sink;
 pub mod source;

@@ -1,7 +1,10 @@
 //! The `sluice` command line: parse arguments, run one subcommand, print errors with their
 //! causes and exit with a documented code.
 //!
-//! Exit codes: 0 success, 1 runtime failure (bad input, lost connection), 2 usage error.
+//! Exit codes: 0 success (for `run`: a clean stop, everything acknowledged is
+//! checkpointed), 1 runtime failure (bad input or config, lost connection, a module that
+//! halts, the sink failing past its restarts), 2 usage error, 130 a second SIGTERM/SIGINT
+//! during the drain (stops at once; the checkpoint is still a safe one).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,8 +25,17 @@ use sluice::format::{Format, canal, debezium};
     about = "MySQL/MariaDB change-data-capture edge agent"
 )]
 struct Cli {
+    /// Log format on stderr: `text` (for people) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -47,9 +59,6 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "sluice.toml")]
         config: PathBuf,
-        /// Log as JSON lines.
-        #[arg(long)]
-        json_logs: bool,
     },
     /// Validate the configuration, server settings, modules and topics without publishing.
     Check {
@@ -62,6 +71,67 @@ enum Command {
         #[command(subcommand)]
         cmd: ModuleCmd,
     },
+    /// Drive a running agent through its admin API.
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// Admin API address (`http://HOST:PORT`).
+    #[arg(long, default_value = "http://127.0.0.1:9180", env = "SLUICE_ADMIN")]
+    admin: String,
+    /// Environment variable holding the bearer token.
+    #[arg(long, default_value = "SLUICE_ADMIN_TOKEN")]
+    token_env: String,
+    /// File holding the bearer token (overrides --token-env).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: CtlCmd,
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Readiness and the checkpoint.
+    Status,
+    /// Modules with versions, candidates and counters.
+    Modules,
+    /// Load a candidate version of module NAME from FILE (uploaded) and wait for its canary.
+    Load {
+        /// Module name.
+        name: String,
+        /// Component file.
+        file: PathBuf,
+        /// Send the path for the agent to read instead of uploading the file.
+        #[arg(long)]
+        by_path: bool,
+    },
+    /// Swap in module NAME's candidate that passed its canary.
+    Promote {
+        /// Module name.
+        name: String,
+    },
+    /// Swap module NAME back to its previous version.
+    Rollback {
+        /// Module name.
+        name: String,
+    },
+    /// Stop reading from the source (in-flight messages still drain and checkpoint).
+    Pause,
+    /// Resume reading.
+    Resume,
+    /// The checkpoint, the read position and in-flight counts.
+    Checkpoint,
+    /// Create a topic (Kafka sink).
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// Partitions (default: the agent's `admin.topic_partitions`).
+        #[arg(long)]
+        partitions: Option<i32>,
+    },
+    /// Print the Prometheus metrics.
+    Metrics,
 }
 
 #[derive(Subcommand)]
@@ -154,17 +224,31 @@ fn parse_offset(s: &str) -> Result<i32, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = cli.log_format == LogFormat::Json;
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sluice: {e:#}");
+            if json {
+                tracing::error!(message = "Stopped with an error.", error = %format!("{e:#}"));
+            } else {
+                eprintln!("sluice: {e:#}");
+            }
             ExitCode::from(1)
         }
     }
@@ -174,20 +258,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay { files, format, tz } => replay(&files, format, tz),
         Command::Module { cmd } => module_cmd(cmd),
-        Command::Run { config, .. } => {
+        Command::Run { config } => {
             let cfg = sluice::config::Config::load(&config)?;
             let rt = runtime()?;
-            rt.block_on(async move {
-                let cancel = tokio_util::sync::CancellationToken::new();
-                let stop = cancel.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    tracing::info!(message = "Shutting down: draining in-flight messages.");
-                    stop.cancel();
-                });
-                sluice::pipeline::run(cfg, cancel).await.map(|_| ())
-            })
+            rt.block_on(agent(cfg))
         }
+        Command::Ctl(args) => ctl(args),
         Command::Check { config } => {
             let cfg = sluice::config::Config::load(&config)?;
             let rt = runtime()?;
@@ -197,6 +273,199 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = runtime()?;
             rt.block_on(tail(args))
         }
+    }
+}
+
+/// `sluice run`: the admin API, the lag probe and the pipeline, stopped by a signal.
+async fn agent(cfg: sluice::config::Config) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    // Secrets in the config print as `***` (see `sluice::secret`).
+    tracing::debug!(message = "Configuration loaded.", config = ?cfg);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let control = Arc::new(sluice::control::Control::new(cfg.stall_after));
+    let admin = match &cfg.admin {
+        Some(a) => Some(sluice::admin::serve(a, control.clone(), cancel.child_token()).await?),
+        None => None,
+    };
+    let probe = {
+        let ctl = control.clone();
+        tokio::spawn(sluice::source::probe_lag(
+            cfg.source.clone(),
+            std::time::Duration::from_secs(5),
+            move || ctl.state().and_then(|s| s.read.or(s.checkpoint)),
+            cancel.child_token(),
+        ))
+    };
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!(
+            message = "Shutting down: draining in-flight messages (a second signal stops at once).",
+            drain_timeout_s = sluice::pipeline::DRAIN_TIMEOUT.as_secs(),
+        );
+        stop.cancel();
+        shutdown_signal().await;
+        tracing::warn!(
+            message = "Second signal: stopping without draining; the checkpoint file holds the last acknowledged position."
+        );
+        std::process::exit(130);
+    });
+    let result = sluice::pipeline::run(cfg, cancel.clone(), control).await;
+    cancel.cancel();
+    probe.abort();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    result.map(|_| ())
+}
+
+/// `sluice ctl`: one request to the admin API, the answer printed as JSON.
+fn ctl(args: CtlArgs) -> anyhow::Result<()> {
+    let token = match &args.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var(&args.token_env).ok(),
+    };
+    let base = args.admin.trim_end_matches('/').to_string();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(90)))
+        .build()
+        .new_agent();
+    let call = |method: &str,
+                path: &str,
+                body: Option<(&str, Vec<u8>)>|
+     -> anyhow::Result<(u16, String)> {
+        let url = format!("{base}{path}");
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = &token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = match body {
+            Some((ctype, bytes)) => agent.run(
+                req.header("Content-Type", ctype)
+                    .body(bytes)
+                    .context("building the request")?,
+            ),
+            None => agent.run(req.body(()).context("building the request")?),
+        }
+        .with_context(|| format!("{method} {url}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .with_context(|| format!("reading the answer to {method} {url}"))?;
+        Ok((status, text))
+    };
+    let print = |(status, text): (u16, String)| -> anyhow::Result<()> {
+        println!("{}", text.trim_end());
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            let msg = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or(text);
+            anyhow::bail!("the agent answered {status}: {msg}")
+        }
+    };
+    match args.cmd {
+        CtlCmd::Status => {
+            let (code, ready) = call("GET", "/readyz", None)?;
+            println!("{}", ready.trim_end());
+            print(call("GET", "/v1/checkpoint", None)?)?;
+            if code != 200 {
+                anyhow::bail!("the agent is not ready");
+            }
+            Ok(())
+        }
+        CtlCmd::Modules => print(call("GET", "/v1/modules", None)?),
+        CtlCmd::Load {
+            name,
+            file,
+            by_path,
+        } => {
+            let body = if by_path {
+                let abs = std::fs::canonicalize(&file)
+                    .with_context(|| format!("resolving {}", file.display()))?;
+                (
+                    "application/json",
+                    serde_json::json!({ "path": abs }).to_string().into_bytes(),
+                )
+            } else {
+                (
+                    "application/wasm",
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+                )
+            };
+            let (status, text) =
+                call("POST", &format!("/v1/modules/{name}/candidate"), Some(body))?;
+            if status != 202 {
+                return print((status, text));
+            }
+            let version = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.get("version")
+                        .and_then(|x| x.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "candidate {} loaded; waiting for its canary",
+                &version[..12.min(version.len())]
+            );
+            // The canary runs in the agent; its outcome shows in the module's status.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            loop {
+                let (s, t) = call("GET", &format!("/v1/modules/{name}"), None)?;
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                let cand = &v["candidate"];
+                if s == 200 && cand["version"].as_str() == Some(version.as_str()) {
+                    match cand["state"].as_str() {
+                        Some("ready") => {
+                            println!("{}", cand);
+                            eprintln!("canary passed; promote with `sluice ctl promote {name}`");
+                            return Ok(());
+                        }
+                        Some("rejected") => {
+                            println!("{}", cand);
+                            anyhow::bail!(
+                                "candidate rejected: {}",
+                                cand["reason"].as_str().unwrap_or("")
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!("no canary result after 120 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        CtlCmd::Promote { name } => {
+            print(call("POST", &format!("/v1/modules/{name}/promote"), None)?)
+        }
+        CtlCmd::Rollback { name } => {
+            print(call("POST", &format!("/v1/modules/{name}/rollback"), None)?)
+        }
+        CtlCmd::Pause => print(call("POST", "/v1/pause", None)?),
+        CtlCmd::Resume => print(call("POST", "/v1/resume", None)?),
+        CtlCmd::Checkpoint => print(call("GET", "/v1/checkpoint", None)?),
+        CtlCmd::CreateTopic { name, partitions } => {
+            let body = serde_json::json!({ "name": name, "partitions": partitions }).to_string();
+            print(call(
+                "POST",
+                "/v1/topics",
+                Some(("application/json", body.into_bytes())),
+            )?)
+        }
+        CtlCmd::Metrics => print(call("GET", "/metrics", None)?),
     }
 }
 

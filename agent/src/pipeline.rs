@@ -8,8 +8,11 @@
 //!   binlog reader (backpressure) and no read is ever cancelled half-way;
 //! - on a sink failure the pipeline starts over from the last checkpoint with a new
 //!   sink; what was in flight is sent again (at-least-once), carrying its binlog
-//!   position for deduplication.
+//!   position for deduplication;
+//! - operator commands ([`Control`]) are applied between source items, and pausing
+//!   only stops taking items: acknowledgements and checkpoints carry on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,10 +20,14 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::checkpoint;
 use crate::config::{Config, MessageUnit, Oversize};
-use crate::event::{Cell, ChangeEvent, ChangeKind, Checkpoint, Rows, SourceItem};
+use crate::control::{Command, CommandError, CommandKind, Control};
+use crate::event::{Cell, ChangeEvent, ChangeKind, Checkpoint, Rows, SourceItem, TableSchema};
 use crate::format::{Format, canal, debezium};
+use crate::metrics;
 use crate::router::watch::ModuleDir;
 use crate::router::{Delivery, Route, RouteInput, RouterEngine, RouterSet};
 use crate::sink::{OutMessage, Sink, SinkError};
@@ -113,6 +120,15 @@ struct Run<'a> {
     json: Vec<u8>,
     saved: Option<Checkpoint>,
     summary: RunSummary,
+    ctl: Arc<Control>,
+    /// Per-table metric handles, so no label set is built per change.
+    table_metrics: HashMap<(u64, ChangeKind), (Arc<TableSchema>, Counter, Counter)>,
+    /// The last transaction boundary read.
+    read: Option<Checkpoint>,
+    /// Commit time of the open transaction (ms since the epoch).
+    commit_ms: u64,
+    /// Between a Begin and its Commit.
+    in_txn: bool,
 }
 
 impl Run<'_> {
@@ -284,10 +300,13 @@ impl Run<'_> {
 
     fn on_item(&mut self, item: SourceItem) -> anyhow::Result<()> {
         match item {
-            SourceItem::Begin(_) => {
+            SourceItem::Begin(ctx) => {
                 self.txn += 1;
+                self.in_txn = true;
+                self.commit_ms = ctx.commit_ms;
             }
             SourceItem::Change(ev) => {
+                self.count_rows(&ev);
                 let parts = if self.cfg.split_pk_updates {
                     split_pk_updates(ev)
                 } else {
@@ -303,6 +322,17 @@ impl Run<'_> {
             }
             SourceItem::Commit { checkpoint, .. } => {
                 self.flush_chunk()?;
+                let m = metrics::global();
+                m.transactions.inc();
+                if self.commit_ms > 0 {
+                    let lag = now_ms().saturating_sub(self.commit_ms) as f64 / 1000.0;
+                    m.source_lag_seconds.set(lag);
+                }
+                m.source_file_index
+                    .set(metrics::file_index(&checkpoint.file));
+                m.source_offset.set(checkpoint.position as i64);
+                self.read = Some(checkpoint.clone());
+                self.in_txn = false;
                 self.sink.commit(self.txn, checkpoint)?;
                 self.summary.transactions += 1;
                 if let Some(set) = &mut self.routers {
@@ -314,15 +344,117 @@ impl Run<'_> {
         Ok(())
     }
 
+    fn count_rows(&mut self, ev: &ChangeEvent) {
+        let key = (ev.table.table_id, ev.kind);
+        let fresh = match self.table_metrics.get(&key) {
+            Some((t, _, _)) => !Arc::ptr_eq(t, &ev.table),
+            None => true,
+        };
+        if fresh {
+            let (rows, bytes) =
+                metrics::global().table(&ev.table.database, &ev.table.table, ev.kind.canal_name());
+            self.table_metrics
+                .insert(key, (ev.table.clone(), rows, bytes));
+        }
+        if let Some((_, rows, bytes)) = self.table_metrics.get(&key) {
+            rows.inc_by(ev.rows.len().max(1) as u64);
+            bytes.inc_by(ev.rows.data.len() as u64);
+        }
+    }
+
     fn save_checkpoint(&mut self) -> anyhow::Result<()> {
         if let Some(cp) = self.sink.safe_checkpoint()?
             && self.saved.as_ref() != Some(&cp)
         {
             checkpoint::store(&self.cfg.checkpoint, &cp)?;
+            let m = metrics::global();
+            m.checkpoint_writes.inc();
+            m.checkpoint_written_ms.set(now_ms() as i64);
+            m.checkpoint_offset.set(cp.position as i64);
+            self.ctl.update(|s| {
+                s.checkpoint = Some(cp.clone());
+                s.advanced_at = Instant::now();
+            });
             self.saved = Some(cp);
             self.summary.checkpoint = self.saved.clone();
         }
+        let counts = self.sink.counts();
+        let behind = counts.0 > 0 || (self.read.is_some() && self.read != self.saved);
+        self.ctl.update(|s| {
+            s.messages = counts;
+            s.behind = behind;
+            s.read = self.read.clone();
+        });
         Ok(())
+    }
+
+    /// Applies an operator command. Module swaps it asks for still wait for a
+    /// transaction boundary ([`RouterSet`]).
+    fn on_command(&mut self, cmd: Command) {
+        use serde_json::json;
+        let no_modules =
+            || CommandError::Conflict("no modules are configured; nothing to swap".into());
+        let result = match cmd.kind {
+            CommandKind::Load { module, bytes } => match &self.routers {
+                None => Err(no_modules()),
+                Some(set) => {
+                    let version = crate::router::engine::hash_hex(&bytes);
+                    set.stage(&module, bytes)
+                        .map(|()| {
+                            tracing::info!(
+                                message = "Module candidate loaded by the admin API; running its canary.",
+                                module = %module,
+                                version = %&version[..12],
+                            );
+                            json!({ "module": module, "version": version, "state": "canary" })
+                        })
+                        .map_err(CommandError::NotFound)
+                }
+            },
+            CommandKind::Promote { module } => match &mut self.routers {
+                None => Err(no_modules()),
+                Some(set) => set
+                    .promote(&module)
+                    .map(|v| json!({ "module": module, "version": v, "state": "promoting" }))
+                    .map_err(CommandError::Conflict),
+            },
+            CommandKind::Rollback { module } => match &self.routers {
+                None => Err(no_modules()),
+                Some(set) => set
+                    .rollback(&module)
+                    .map(|v| json!({ "module": module, "version": v, "state": "rolling-back" }))
+                    .map_err(CommandError::Conflict),
+            },
+            CommandKind::CreateTopic { name, partitions } => {
+                let Some(creator) = self.sink.topic_creator() else {
+                    let _ = cmd.reply.send(Err(CommandError::Conflict(
+                        "the sink is not Kafka; there are no topics to create".into(),
+                    )));
+                    return;
+                };
+                let (default_partitions, replication) = self
+                    .cfg
+                    .admin
+                    .as_ref()
+                    .map(|a| (a.topic_partitions, a.topic_replication))
+                    .unwrap_or((1, 1));
+                let partitions = partitions.unwrap_or(default_partitions);
+                // The broker may take a while; the pipeline does not wait for it.
+                tokio::spawn(async move {
+                    let r = creator
+                        .create(&name, partitions, replication)
+                        .await
+                        .map(|()| {
+                            tracing::info!(message = "Topic created by the admin API.", topic = %name, partitions);
+                            json!({ "topic": name, "partitions": partitions, "replication": replication })
+                        })
+                        .map_err(|e| CommandError::Failed(e.to_string()));
+                    let _ = cmd.reply.send(r);
+                });
+                return;
+            }
+        };
+        let _ = cmd.reply.send(result);
     }
 }
 
@@ -374,13 +506,21 @@ fn load_routers(cfg: &Config) -> anyhow::Result<Option<RouterSet>> {
 
 /// Runs until `cancel` fires (clean shutdown: drain, checkpoint) or a failure a restart
 /// cannot fix. Sink failures restart from the checkpoint with a new sink.
-pub async fn run(cfg: Config, cancel: CancellationToken) -> anyhow::Result<RunSummary> {
+pub async fn run(
+    cfg: Config,
+    cancel: CancellationToken,
+    ctl: Arc<Control>,
+) -> anyhow::Result<RunSummary> {
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
-        match run_once(&cfg, cancel.clone()).await {
+        let result = run_once(&cfg, cancel.clone(), &ctl).await;
+        ctl.update(|s| s.running = false);
+        ctl.set_status(None);
+        match result {
             Ok(s) => return Ok(s),
             Err(e) => {
+                ctl.update(|s| s.sink_error = Some(format!("{e:#}")));
                 let retryable = e.downcast_ref::<SinkError>().is_some_and(|s| {
                     matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_))
                         && !s.to_string().contains("does not exist")
@@ -401,15 +541,24 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> anyhow::Result<RunSu
                     error = %format!("{e:#}"),
                     attempt = failures,
                 );
+                metrics::global().restarts.inc();
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(failures))).await;
             }
         }
     }
 }
 
-async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<RunSummary> {
+async fn run_once(
+    cfg: &Config,
+    cancel: CancellationToken,
+    ctl: &Arc<Control>,
+) -> anyhow::Result<RunSummary> {
+    // One run at a time owns the command inbox.
+    let mut inbox = ctl.inbox().lock().await;
+    let mut pause = ctl.pause_watch();
     let resume = checkpoint::load(&cfg.checkpoint)?;
     let routers = load_routers(cfg)?;
+    ctl.set_status(routers.as_ref().map(|r| r.status()));
     let sink = Sink::open(&cfg.sink)?;
     let mut topics: Vec<String> = cfg
         .modules
@@ -440,6 +589,12 @@ async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Run
         }
     };
     tracing::info!(message = "Replicating.", from = %source.checkpoint());
+    ctl.update(|s| {
+        s.running = true;
+        s.sink_error = None;
+        s.checkpoint = resume.clone();
+        s.advanced_at = Instant::now();
+    });
     let (tx, mut rx) = mpsc::channel::<Result<SourceItem, SourceError>>(256);
     let reader_cancel = cancel.child_token();
     let reader = {
@@ -472,15 +627,23 @@ async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Run
         json: Vec::with_capacity(4096),
         saved: resume,
         summary: RunSummary::default(),
+        ctl: ctl.clone(),
+        table_metrics: HashMap::new(),
+        read: None,
+        commit_ms: 0,
+        in_txn: false,
     };
     let mut watcher = cfg.modules_dir.as_deref().map(ModuleDir::new);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(cfg.checkpoint_interval);
     let mut last_poll = Instant::now();
     let result: anyhow::Result<()> = loop {
+        let paused = *pause.borrow_and_update();
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
+            Some(cmd) = inbox.recv() => run.on_command(cmd),
+            _ = pause.changed() => {}
             _ = hup.recv() => {
                 if let Some(set) = &run.routers {
                     for (spec, path) in &cfg.modules {
@@ -508,11 +671,15 @@ async fn run_once(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Run
                         }
                     }
                 }
+                if let Some(set) = run.routers.as_mut() {
+                    // Between transactions an idle pipeline is at a boundary.
+                    set.apply(!run.in_txn && run.chunk.is_empty());
+                }
                 if let Err(e) = run.save_checkpoint() {
                     break Err(e);
                 }
             }
-            item = rx.recv() => {
+            item = rx.recv(), if !paused => {
                 match item {
                     None => break Err(anyhow::anyhow!("the binlog reader stopped")),
                     Some(Err(e)) => break Err(anyhow::Error::new(e).context("replication stopped")),

@@ -39,10 +39,10 @@ impl Agent {
             .arg(config)
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
+        cmd.env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.env("RUST_LOG", "info");
         let child = cmd.spawn().expect("sluice run starts");
         Agent {
             child,
@@ -67,6 +67,11 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// kill -9.

@@ -20,7 +20,7 @@ async fn file_sink_survives_kill9() {
     std::fs::write(
         &config,
         format!(
-            "{}{}\n[sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n",
+            "{}{}\n[sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_300_001),
             module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
             out.display(),

@@ -26,7 +26,7 @@ fn kafka_config(
     std::fs::write(
         &config,
         format!(
-            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n{sink_extra}\n[checkpoint]\npath = \"{}\"\n",
+            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n{sink_extra}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(srv, server_id),
             module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
             dir.join("cp").display()
@@ -94,7 +94,7 @@ async fn missing_topic_is_a_clear_error() {
     std::fs::write(
         &config,
         format!(
-            "{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\ndefault_topic = \"{topic}\"\n\n[checkpoint]\npath = \"{}\"\n",
+            "{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\ndefault_topic = \"{topic}\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_300_003),
             dir.join("cp").display()
         ),

@@ -62,7 +62,7 @@ async fn modules_dir_and_sighup_swap_versions() {
     std::fs::write(
         &config,
         format!(
-            "{}{}\n[router]\nmodules_dir = \"{}\"\n\n[sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n",
+            "{}{}\n[router]\nmodules_dir = \"{}\"\n\n[sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_300_010),
             module_toml(&module_file),
             modules.display(),

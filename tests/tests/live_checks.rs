@@ -69,14 +69,14 @@ async fn startup_checks_and_conflicts() {
     .await;
     let mut cfg = srv.source(4_200_002);
     cfg.user = "sluice_noperm".into();
-    cfg.password = "np".into();
+    cfg.password = sluice::secret::Secret::new("np");
     let e = expect_err(cfg).await;
     assert!(matches!(e, SourceError::Privileges { .. }), "{e}");
     assert!(e.to_string().contains("sluice_noperm"), "{e}");
 
     // Wrong password: a connect error naming the address, not a panic or a hang.
     let mut cfg = srv.source(4_200_003);
-    cfg.password = "wrong".into();
+    cfg.password = sluice::secret::Secret::new("wrong");
     let e = expect_err(cfg).await;
     assert!(matches!(e, SourceError::Connect { .. }), "{e}");
     assert!(

@@ -24,6 +24,7 @@ use super::error::RouterError;
 use super::module::{ModuleInstance, Route, RouteInput};
 use super::spec::{ModuleSpec, Policy};
 use crate::event::ChangeEvent;
+use crate::metrics::ModuleMetrics;
 
 /// Events kept for canaries (each may hold many rows; canaries use up to 1000 rows).
 const SAMPLE_EVENTS: usize = 32;
@@ -88,7 +89,7 @@ pub enum CandidateState {
     },
     /// Refused; the serving version stays.
     Rejected {
-        /// Version (empty if it did not compile).
+        /// Version (SHA-256 of the bytes).
         version: String,
         /// Why.
         reason: String,
@@ -114,10 +115,26 @@ struct Slot {
     instance: ModuleInstance,
     previous: Option<Arc<ModuleCode>>,
     counters: ModuleCounters,
+    metrics: ModuleMetrics,
+    staged: Option<Box<ModuleInstance>>,
+}
+
+fn slot_metrics(instance: &ModuleInstance) -> ModuleMetrics {
+    crate::metrics::global().module(&instance.spec().name, &instance.code().hash)
+}
+
+/// What to do with a ready instance at the next transaction boundary.
+enum Mode {
+    /// Serve it (a candidate from the modules directory or SIGHUP, or a promotion).
+    Swap,
+    /// Hold it until an operator promotes it (a candidate loaded by the admin API).
+    Stage,
+    /// Serve it as a rollback; the given version becomes the previous one.
+    Rollback(Arc<ModuleCode>),
 }
 
 enum Proposal {
-    Ready(Box<ModuleInstance>, Option<Arc<ModuleCode>>),
+    Ready(Box<ModuleInstance>, Mode),
     Rejected {
         name: String,
         version: String,
@@ -137,6 +154,8 @@ pub struct RouterSet {
     rx: Receiver<Proposal>,
     status: StatusBoard,
     scratch: Vec<Vec<Route>>,
+    /// Swaps that arrived inside a transaction, kept for the next boundary.
+    deferred: Vec<Proposal>,
 }
 
 fn now_ms() -> u64 {
@@ -157,9 +176,11 @@ impl RouterSet {
             let (code, _) = engine.compile(&spec.name, &bytes)?;
             let instance = ModuleInstance::new(&engine, code, Arc::new(spec))?;
             slots.push(Slot {
+                metrics: slot_metrics(&instance),
                 instance,
                 previous: None,
                 counters: ModuleCounters::default(),
+                staged: None,
             });
         }
         let (tx, rx) = channel();
@@ -171,6 +192,7 @@ impl RouterSet {
             rx,
             status: Arc::new(Mutex::new(Vec::new())),
             scratch: Vec::new(),
+            deferred: Vec::new(),
         };
         set.publish_status(None);
         Ok(set)
@@ -265,17 +287,23 @@ impl RouterSet {
         let name: Arc<str> = Arc::from(slot.instance.spec().name.as_str());
         let version: Arc<str> = Arc::from(slot.instance.code().hash.as_str());
         slot.counters.events += mine.len() as u64;
+        slot.metrics.events.inc_by(mine.len() as u64);
         let mut routes = std::mem::take(&mut self.scratch);
+        let started = Instant::now();
         let res = slot.instance.route(mine, &mut routes);
+        slot.metrics
+            .call_seconds
+            .observe(started.elapsed().as_secs_f64());
         let result = match res {
             Ok(()) => {
                 for (k, rs) in routes.drain(..).enumerate() {
-                    push_routes(out, index[k], rs, &name, &version, &mut slot.counters);
+                    push_routes(out, index[k], rs, &name, &version, slot);
                 }
                 Ok(())
             }
             Err(e) => {
                 slot.counters.failed(e.kind());
+                slot.metrics.failed(e.kind());
                 let policy = slot.instance.spec().on_error.clone();
                 tracing::warn!(
                     message = "Module failed on a batch.",
@@ -286,7 +314,10 @@ impl RouterSet {
                     policy = ?policy,
                 );
                 match policy {
-                    Policy::Halt => Err(e),
+                    Policy::Halt => {
+                        slot.metrics.action("halt");
+                        Err(e)
+                    }
                     Policy::Skip | Policy::DeadLetter(_) => {
                         // Isolate the failing events unless each attempt could cost a
                         // whole deadline.
@@ -299,22 +330,17 @@ impl RouterSet {
                             };
                             if isolate && let Err(err) = &single {
                                 slot.counters.failed(err.kind());
+                                slot.metrics.failed(err.kind());
                             }
                             match single {
                                 Ok(()) => {
                                     let rs = routes.pop().unwrap_or_default();
-                                    push_routes(
-                                        out,
-                                        index[k],
-                                        rs,
-                                        &name,
-                                        &version,
-                                        &mut slot.counters,
-                                    );
+                                    push_routes(out, index[k], rs, &name, &version, slot);
                                 }
                                 Err(err) => match &policy {
                                     Policy::DeadLetter(topic) => {
                                         slot.counters.dead_lettered += 1;
+                                        slot.metrics.action("dead-letter");
                                         out.push(Delivery {
                                             input: index[k],
                                             route: Route {
@@ -328,7 +354,10 @@ impl RouterSet {
                                             dead_letter: Some((err.kind(), err.to_string())),
                                         });
                                     }
-                                    _ => slot.counters.skipped += 1,
+                                    _ => {
+                                        slot.counters.skipped += 1;
+                                        slot.metrics.action("skip");
+                                    }
                                 },
                             }
                         }
@@ -347,10 +376,26 @@ impl RouterSet {
         if !last_transaction.is_empty() {
             self.remember(last_transaction);
         }
+        self.apply(true);
+    }
+
+    /// Applies canary outcomes that arrived meanwhile. Inside a transaction
+    /// (`at_boundary` false) only outcomes that leave the serving version alone (staged,
+    /// rejected) are applied; swaps wait for the next boundary. The pipeline calls this
+    /// on its timer so outcomes show without traffic.
+    pub fn apply(&mut self, at_boundary: bool) {
         let mut changed = false;
+        let mut later = Vec::new();
+        let mut incoming: Vec<Proposal> = std::mem::take(&mut self.deferred);
         while let Ok(p) = self.rx.try_recv() {
+            incoming.push(p);
+        }
+        for p in incoming {
             match p {
-                Proposal::Ready(instance, explicit_previous) => {
+                Proposal::Ready(instance, mode) if !at_boundary && !matches!(mode, Mode::Stage) => {
+                    later.push(Proposal::Ready(instance, mode));
+                }
+                Proposal::Ready(instance, mode) => {
                     let name = instance.spec().name.clone();
                     let Some(slot) = self
                         .slots
@@ -360,7 +405,31 @@ impl RouterSet {
                         continue;
                     };
                     let version = instance.code().hash.clone();
+                    let explicit_previous = match mode {
+                        Mode::Stage => {
+                            tracing::info!(
+                                message = "Module candidate staged; waiting for promotion.",
+                                module = %name,
+                                version = %&version[..12],
+                            );
+                            slot.staged = Some(instance);
+                            self.publish_status(Some((&name, CandidateState::Ready { version })));
+                            continue;
+                        }
+                        Mode::Swap => None,
+                        Mode::Rollback(prev) => Some(prev),
+                    };
+                    let rolled_back = explicit_previous.is_some();
                     let old = std::mem::replace(&mut slot.instance, *instance);
+                    slot.metrics = slot_metrics(&slot.instance);
+                    crate::metrics::module_swap(
+                        &name,
+                        if rolled_back {
+                            "rolled-back"
+                        } else {
+                            "promoted"
+                        },
+                    );
                     slot.previous = explicit_previous.or_else(|| Some(old.code().clone()));
                     tracing::info!(
                         message = "Module version swapped in.",
@@ -382,6 +451,7 @@ impl RouterSet {
                     version,
                     reason,
                 } => {
+                    crate::metrics::module_swap(&name, "rejected");
                     tracing::warn!(
                         message = "Module candidate rejected; the serving version stays.",
                         module = %name,
@@ -395,6 +465,7 @@ impl RouterSet {
                 }
             }
         }
+        self.deferred = later;
         if !changed {
             // Counters move with every batch; refresh them at boundaries only.
             self.publish_status(None);
@@ -405,6 +476,16 @@ impl RouterSet {
     /// instantiate, configure, canary on recent events. The result is applied (or
     /// reported) at the next transaction boundary.
     pub fn propose(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+        self.propose_as(name, bytes, false)
+    }
+
+    /// Like [`RouterSet::propose`], but a candidate that passes its canary is held
+    /// (state `Ready`) until [`RouterSet::promote`] instead of swapping in.
+    pub fn stage(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+        self.propose_as(name, bytes, true)
+    }
+
+    fn propose_as(&self, name: &str, bytes: Vec<u8>, stage: bool) -> Result<(), String> {
         let spec = self
             .slots
             .iter()
@@ -423,7 +504,10 @@ impl RouterSet {
             .name(format!("sluice-canary-{name}"))
             .spawn(move || {
                 let p = match canary(&engine, spec, &bytes, &sample) {
-                    Ok(instance) => Proposal::Ready(Box::new(instance), None),
+                    Ok(instance) => Proposal::Ready(
+                        Box::new(instance),
+                        if stage { Mode::Stage } else { Mode::Swap },
+                    ),
                     Err((version, e)) => Proposal::Rejected {
                         name,
                         version,
@@ -452,9 +536,27 @@ impl RouterSet {
                 .map_err(|e| e.to_string())?;
         let current = slot.instance.code().clone();
         self.tx
-            .send(Proposal::Ready(Box::new(instance), Some(current)))
+            .send(Proposal::Ready(Box::new(instance), Mode::Rollback(current)))
             .map_err(|_| "router set is gone".to_string())?;
         Ok(prev.hash.clone())
+    }
+
+    /// Swaps in the staged candidate of module `name` at the next transaction boundary.
+    /// Returns its version.
+    pub fn promote(&mut self, name: &str) -> Result<String, String> {
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.instance.spec().name == name)
+            .ok_or_else(|| format!("no module named `{name}` is configured"))?;
+        let staged = slot.staged.take().ok_or_else(|| {
+            format!("module `{name}` has no candidate that passed its canary; load one first")
+        })?;
+        let version = staged.code().hash.clone();
+        self.tx
+            .send(Proposal::Ready(staged, Mode::Swap))
+            .map_err(|_| "router set is gone".to_string())?;
+        Ok(version)
     }
 }
 
@@ -464,13 +566,15 @@ fn push_routes(
     rs: Vec<Route>,
     name: &Arc<str>,
     version: &Arc<str>,
-    counters: &mut ModuleCounters,
+    slot: &mut Slot,
 ) {
     if rs.is_empty() {
-        counters.dropped += 1;
+        slot.counters.dropped += 1;
+        slot.metrics.dropped.inc();
     }
+    slot.metrics.routed.inc_by(rs.len() as u64);
     for route in rs {
-        counters.routed += 1;
+        slot.counters.routed += 1;
         out.push(Delivery {
             input,
             route,
@@ -489,10 +593,12 @@ fn canary(
     sample: &[Arc<ChangeEvent>],
 ) -> Result<ModuleInstance, (String, RouterError)> {
     let started = Instant::now();
+    // The version is the bytes' hash, known even when they do not compile, so the
+    // operator sees which upload was rejected.
+    let version = super::engine::hash_hex(bytes);
     let (code, _) = engine
         .compile(&spec.name, bytes)
-        .map_err(|e| (String::new(), e))?;
-    let version = code.hash.clone();
+        .map_err(|e| (version.clone(), e))?;
     let mut instance = ModuleInstance::new(engine, code, spec).map_err(|e| (version.clone(), e))?;
     let inputs: Vec<RouteInput<'_>> = sample
         .iter()

@@ -4,15 +4,21 @@
 //! checkpoint becomes safe once it committed (all its messages were sent), all its
 //! messages were acknowledged, and every earlier transaction is safe too: the watermark
 //! only moves forward, in order, whatever order acknowledgements arrive in.
+//!
+//! It also feeds the delivery metrics: messages sent/acknowledged, in flight, and the
+//! time from a transaction's commit reaching the sink to its watermark passing.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::event::Checkpoint;
+use crate::metrics;
 
 #[derive(Debug, Default)]
 struct Txn {
     pending: u64,
     committed: Option<Checkpoint>,
+    committed_at: Option<Instant>,
 }
 
 /// In-order acknowledgement watermark.
@@ -29,6 +35,9 @@ impl Acks {
     pub fn sent(&mut self, seq: u64) {
         self.txns.entry(seq).or_default().pending += 1;
         self.in_flight += 1;
+        let m = metrics::global();
+        m.messages_sent.inc();
+        m.in_flight.inc();
     }
 
     /// A message of transaction `seq` was acknowledged.
@@ -38,12 +47,17 @@ impl Acks {
         }
         self.in_flight = self.in_flight.saturating_sub(1);
         self.acked += 1;
+        let m = metrics::global();
+        m.messages_acked.inc();
+        m.in_flight.dec();
         self.advance();
     }
 
     /// Transaction `seq` is complete (all its messages sent); `cp` is after it.
     pub fn committed(&mut self, seq: u64, cp: Checkpoint) {
-        self.txns.entry(seq).or_default().committed = Some(cp);
+        let t = self.txns.entry(seq).or_default();
+        t.committed = Some(cp);
+        t.committed_at = Some(Instant::now());
         self.advance();
     }
 
@@ -54,6 +68,11 @@ impl Acks {
                 break;
             }
             let t = entry.remove();
+            if let Some(at) = t.committed_at {
+                metrics::global()
+                    .delivery_seconds
+                    .observe(at.elapsed().as_secs_f64());
+            }
             self.safe = t.committed;
         }
     }
@@ -71,6 +90,13 @@ impl Acks {
     /// Messages acknowledged so far.
     pub fn acked_total(&self) -> u64 {
         self.acked
+    }
+}
+
+impl Drop for Acks {
+    fn drop(&mut self) {
+        // A sink dropped with messages in flight (a restart) hands them to the next one.
+        metrics::global().in_flight.dec_by(self.in_flight as i64);
     }
 }
 

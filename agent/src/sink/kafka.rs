@@ -61,6 +61,38 @@ impl ProducerContext for AckContext {
 pub struct KafkaSink {
     producer: BaseProducer<AckContext>,
     max_in_flight: u64,
+    client: ClientConfig,
+}
+
+/// Creates topics through the broker's admin API (for `POST /v1/topics`).
+pub struct TopicCreator {
+    client: ClientConfig,
+}
+
+impl TopicCreator {
+    /// Creates `name`; an existing topic is an error naming it.
+    pub async fn create(
+        self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> Result<(), SinkError> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = self.client.create().map_err(setup)?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(|e| SinkError::Setup(format!("creating topic `{name}`: {e}")))?;
+        for r in results {
+            if let Err((t, code)) = r {
+                return Err(SinkError::Setup(format!("creating topic `{t}`: {code}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn setup(e: impl std::fmt::Display) -> SinkError {
@@ -94,6 +126,7 @@ impl KafkaSink {
                 "message.max.bytes",
                 (cfg.max_message_bytes + 64 * 1024).to_string(),
             );
+        let client = c.clone();
         let producer: BaseProducer<AckContext> = c
             .create_with_context(AckContext {
                 acks: Mutex::new(Acks::default()),
@@ -103,7 +136,25 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             max_in_flight: cfg.max_in_flight as u64,
+            client,
         })
+    }
+
+    /// A topic creator using the producer's connection settings.
+    pub fn topic_creator(&self) -> TopicCreator {
+        let mut client = ClientConfig::new();
+        // Only connection settings: the admin client rejects producer properties.
+        for (k, v) in self.client.config_map() {
+            if k == "bootstrap.servers"
+                || k.starts_with("security.")
+                || k.starts_with("sasl.")
+                || k.starts_with("ssl.")
+                || k == "client.id"
+            {
+                client.set(k, v);
+            }
+        }
+        TopicCreator { client }
     }
 
     /// Fails naming the first topic that does not exist.

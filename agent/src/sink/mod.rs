@@ -142,6 +142,14 @@ impl Sink {
         }
     }
 
+    /// A topic creator (Kafka only).
+    pub fn topic_creator(&self) -> Option<kafka::TopicCreator> {
+        match self {
+            Sink::Local(_) => None,
+            Sink::Kafka(k) => Some(k.topic_creator()),
+        }
+    }
+
     /// (in flight, acknowledged) message counts.
     pub fn counts(&self) -> (u64, u64) {
         match self {

@@ -66,7 +66,7 @@ pub struct SourceConfig {
     /// Replication user.
     pub user: String,
     /// Its password (never logged).
-    pub password: String,
+    pub password: crate::secret::Secret,
     /// Replica server id: unique among all replicas of this server.
     pub server_id: u32,
     /// Where to start when there is no checkpoint.
@@ -92,7 +92,7 @@ impl SourceConfig {
             host: host.to_string(),
             port,
             user: user.to_string(),
-            password: password.to_string(),
+            password: crate::secret::Secret::new(password),
             server_id,
             start: StartPosition::Latest,
             heartbeat: Duration::from_secs(5),

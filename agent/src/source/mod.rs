@@ -12,4 +12,4 @@ mod dictionary;
 mod mysql;
 
 pub use config::{SourceConfig, StartPosition};
-pub use mysql::{BinlogSource, SourceError, SourceStats};
+pub use mysql::{BinlogSource, SourceError, SourceStats, bytes_behind, probe_lag};

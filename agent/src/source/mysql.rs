@@ -149,7 +149,7 @@ fn opts(cfg: &SourceConfig) -> OptsBuilder {
         .ip_or_hostname(cfg.host.clone())
         .tcp_port(cfg.port)
         .user(Some(cfg.user.clone()))
-        .pass(Some(cfg.password.clone()))
+        .pass(Some(cfg.password.expose().to_string()))
         .prefer_socket(false)
 }
 
@@ -385,6 +385,68 @@ fn classify(e: mysql_async::Error, cfg: &SourceConfig, resume: &Checkpoint) -> F
     Failure::Transient(e.to_string())
 }
 
+/// Binlog bytes the server has written after `at`: the rest of `at`'s file plus every
+/// later file. `None` when `at`'s file is no longer listed (purged, or a GTID-only
+/// position before the first event).
+#[must_use]
+pub fn bytes_behind(logs: &[(String, u64)], at: &Checkpoint) -> Option<u64> {
+    let i = logs.iter().position(|(f, _)| **f == *at.file)?;
+    let rest = logs[i].1.saturating_sub(at.position);
+    Some(rest + logs[i + 1..].iter().map(|(_, n)| n).sum::<u64>())
+}
+
+/// Every `period`, lists the server's binary logs on a side connection and publishes
+/// how many bytes the agent's read position (`position()`) trails them by, until
+/// `cancel`. Failures are logged once and retried; they never stop replication.
+pub async fn probe_lag(
+    cfg: SourceConfig,
+    period: Duration,
+    position: impl Fn() -> Option<Checkpoint>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut conn: Option<Conn> = None;
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let Some(at) = position() else { continue };
+        if conn.is_none() {
+            conn = connect(&cfg).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        // MySQL 8 adds an `Encrypted` column: read the first two by position.
+        match c.query::<mysql_async::Row, _>("SHOW BINARY LOGS").await {
+            Ok(rows) => {
+                let logs: Vec<(String, u64)> = rows
+                    .iter()
+                    .filter_map(|r| Some((r.get_opt(0)?.ok()?, r.get_opt(1)?.ok()?)))
+                    .collect();
+                if let Some(n) = bytes_behind(&logs, &at) {
+                    crate::metrics::global().source_lag_bytes.set(n as i64);
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(
+                        message = "Cannot list binary logs to measure lag in bytes (needs BINLOG MONITOR or REPLICATION CLIENT).",
+                        error = %e,
+                    );
+                    warned = true;
+                }
+                conn = None;
+            }
+        }
+    }
+}
+
+impl Drop for BinlogSource {
+    fn drop(&mut self) {
+        crate::metrics::global().source_connected.set(0);
+    }
+}
+
 impl BinlogSource {
     /// Connects, checks the server and opens the stream at `resume` (a checkpoint) or at
     /// the configured start position.
@@ -432,7 +494,10 @@ impl BinlogSource {
             Err(e) => Err(e),
         };
         match opened {
-            Ok(()) => Ok(src),
+            Ok(()) => {
+                crate::metrics::global().source_connected.set(1);
+                Ok(src)
+            }
             Err(Failure::Fatal(e)) => Err(e),
             Err(Failure::Transient(detail)) => Err(SourceError::Position {
                 position: src.resume.to_string(),
@@ -557,6 +622,7 @@ impl BinlogSource {
             drop(s);
         }
         self.pending.clear();
+        crate::metrics::global().source_connected.set(0);
         self.replaying = self.begun;
         if self.begun {
             self.stats.resumed_mid_transaction += 1;
@@ -573,6 +639,8 @@ impl BinlogSource {
             match self.open_stream().await {
                 Ok(()) => {
                     self.stats.reconnects += 1;
+                    crate::metrics::global().source_reconnects.inc();
+                    crate::metrics::global().source_connected.set(1);
                     return Ok(());
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
@@ -616,9 +684,13 @@ impl BinlogSource {
         let h = ev.header();
         self.stats.events += 1;
         self.stats.bytes += self.raw.len() as u64;
+        let m = crate::metrics::global();
+        m.source_events.inc();
+        m.source_bytes.inc_by(self.raw.len() as u64);
         let etype = h.event_type_raw();
         if etype == event_type::HEARTBEAT || etype == event_type::HEARTBEAT_V2 {
             self.stats.heartbeats += 1;
+            m.source_heartbeats.inc();
             self.backoff = self.cfg.min_backoff;
             return Ok(());
         }
@@ -744,4 +816,26 @@ fn mysql_sids(set: &crate::binlog::gtid::MysqlGtidSet) -> Vec<mysql_async::Sid<'
             sid
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_behind_spans_files() {
+        let logs = vec![
+            ("b.000001".to_string(), 1000),
+            ("b.000002".to_string(), 500),
+            ("b.000003".to_string(), 300),
+        ];
+        let at = |f: &str, p: u64| Checkpoint {
+            file: Arc::from(f),
+            position: p,
+            gtid: None,
+        };
+        assert_eq!(bytes_behind(&logs, &at("b.000002", 200)), Some(300 + 300));
+        assert_eq!(bytes_behind(&logs, &at("b.000003", 300)), Some(0));
+        assert_eq!(bytes_behind(&logs, &at("b.000000", 4)), None);
+    }
 }

@@ -1,0 +1,430 @@
+//! The admin HTTP server: `/healthz`, `/readyz`, `/metrics` and the JSON API under
+//! `/v1` that `sluice ctl` drives (modules, candidates, promote, rollback, pause,
+//! resume, checkpoint, topic creation).
+//!
+//! Invariants:
+//! - it listens on loopback unless configured otherwise, and a non-loopback address is
+//!   refused at config time unless a bearer token is set;
+//! - with a token set, every endpoint but `/healthz` and `/readyz` requires
+//!   `Authorization: Bearer <token>`, compared in constant time (over SHA-256 digests,
+//!   so neither content nor length leaks through timing);
+//! - an unauthenticated request gets 401 and a malformed one 400, each with a JSON body
+//!   saying what is wrong, and neither reaches the pipeline;
+//! - requests that change state only send a [`CommandKind`] to the pipeline, which
+//!   applies it between source items.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{CommandError, CommandKind, Control};
+use crate::router::{CandidateState, ModuleStatus};
+use crate::secret::Secret;
+
+/// Largest request body (a module upload).
+const MAX_BODY: usize = 64 << 20;
+
+/// Admin server settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Bearer token, when required.
+    pub token: Option<Secret>,
+    /// Partitions of topics created through the API when the request names none.
+    pub topic_partitions: i32,
+    /// Replication factor of topics created through the API.
+    pub topic_replication: i32,
+}
+
+#[derive(Clone)]
+struct AppState {
+    control: Arc<Control>,
+    token_digest: Option<[u8; 32]>,
+}
+
+/// A JSON error response.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        let code = match &e {
+            CommandError::NotFound(_) => StatusCode::NOT_FOUND,
+            CommandError::Conflict(_) => StatusCode::CONFLICT,
+            CommandError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            CommandError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// Proof that the request carried the token (or that none is required).
+struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let Some(want) = &st.token_digest else {
+            return Ok(Authorized);
+        };
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>` header".into(),
+            ));
+        };
+        let given = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "the Authorization header is not `Bearer <token>`".into(),
+                )
+            })?;
+        let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        if bool::from(digest.ct_eq(want)) {
+            Ok(Authorized)
+        } else {
+            Err(ApiError(StatusCode::UNAUTHORIZED, "wrong token".into()))
+        }
+    }
+}
+
+fn candidate_json(c: &CandidateState) -> Value {
+    match c {
+        CandidateState::None => json!({ "state": "none" }),
+        CandidateState::Ready { version } => json!({ "state": "ready", "version": version }),
+        CandidateState::Promoted { version, at_ms } => {
+            json!({ "state": "promoted", "version": version, "at_ms": at_ms })
+        }
+        CandidateState::Rejected { version, reason } => {
+            json!({ "state": "rejected", "version": version, "reason": reason })
+        }
+    }
+}
+
+/// A module status as the API shows it.
+pub fn module_json(m: &ModuleStatus) -> Value {
+    let c = &m.counters;
+    let failures: serde_json::Map<String, Value> = c
+        .failures
+        .iter()
+        .map(|(k, n)| ((*k).to_string(), json!(n)))
+        .collect();
+    json!({
+        "name": m.name,
+        "version": m.version,
+        "previous": m.previous,
+        "candidate": candidate_json(&m.candidate),
+        "counters": {
+            "events": c.events,
+            "routed": c.routed,
+            "dropped": c.dropped,
+            "skipped": c.skipped,
+            "dead_lettered": c.dead_lettered,
+            "failures": failures,
+        },
+    })
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    let why = st.control.not_ready();
+    if why.is_empty() {
+        (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "reasons": why })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(_: Authorized, State(st): State<AppState>) -> Response {
+    let m = crate::metrics::global();
+    if let Some(s) = st.control.state() {
+        m.in_flight.set(s.messages.0 as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
+}
+
+async fn list_modules(_: Authorized, State(st): State<AppState>) -> axum::Json<Value> {
+    let mods: Vec<Value> = st.control.modules().iter().map(module_json).collect();
+    axum::Json(json!({ "modules": mods }))
+}
+
+fn find_module(st: &AppState, name: &str) -> Result<ModuleStatus, ApiError> {
+    st.control
+        .modules()
+        .into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no module named `{name}` is running"),
+            )
+        })
+}
+
+async fn get_module(
+    _: Authorized,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(module_json(&find_module(&st, &name)?)))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// `POST /v1/modules/{name}/candidate`: the body is the component (any content type
+/// but JSON), or JSON `{"path": "/file/on/the/agent/host.wasm"}`.
+async fn load_candidate(
+    _: Authorized,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    find_module(&st, &name)?;
+    let bytes = if is_json(&headers) {
+        let v = parse_json(&body)?;
+        let path = v.get("path").and_then(Value::as_str).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "expected {\"path\": \"...\"} or the component bytes as the body".into(),
+            )
+        })?;
+        std::fs::read(path).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read module file `{path}`: {e}"),
+            )
+        })?
+    } else {
+        body.to_vec()
+    };
+    if bytes.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "empty body: send the component bytes, or JSON {\"path\": \"...\"}".into(),
+        ));
+    }
+    if !bytes.starts_with(b"\0asm") {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the body is not a WebAssembly file (no `\\0asm` magic)".into(),
+        ));
+    }
+    let v = st
+        .control
+        .ask(CommandKind::Load {
+            module: name,
+            bytes,
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(v)))
+}
+
+async fn promote(
+    _: Authorized,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    find_module(&st, &name)?;
+    Ok(axum::Json(
+        st.control
+            .ask(CommandKind::Promote { module: name })
+            .await?,
+    ))
+}
+
+async fn rollback(
+    _: Authorized,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    find_module(&st, &name)?;
+    Ok(axum::Json(
+        st.control
+            .ask(CommandKind::Rollback { module: name })
+            .await?,
+    ))
+}
+
+async fn pause(_: Authorized, State(st): State<AppState>) -> axum::Json<Value> {
+    st.control.set_paused(true);
+    tracing::info!(message = "Paused by the admin API: reading from the source stops.");
+    axum::Json(json!({ "paused": true }))
+}
+
+async fn resume(_: Authorized, State(st): State<AppState>) -> axum::Json<Value> {
+    st.control.set_paused(false);
+    tracing::info!(message = "Resumed by the admin API.");
+    axum::Json(json!({ "paused": false }))
+}
+
+async fn checkpoint(
+    _: Authorized,
+    State(st): State<AppState>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let s = st.control.state().ok_or_else(|| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "state unavailable".into(),
+        )
+    })?;
+    Ok(axum::Json(json!({
+        "checkpoint": s.checkpoint.as_ref().map(crate::checkpoint::to_json),
+        "read": s.read.as_ref().map(crate::checkpoint::to_json),
+        "checkpoint_age_ms": s.advanced_at.elapsed().as_millis() as u64,
+        "behind": s.behind,
+        "in_flight": s.messages.0,
+        "acknowledged": s.messages.1,
+        "paused": st.control.paused(),
+    })))
+}
+
+async fn create_topic(
+    _: Authorized,
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let v = parse_json(&body)?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "expected {\"name\": \"topic\", \"partitions\": N}".into(),
+            )
+        })?
+        .to_string();
+    let partitions = match v.get("partitions") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(
+            p.as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        "`partitions` must be a positive integer".into(),
+                    )
+                })?,
+        ),
+    };
+    let r = st
+        .control
+        .ask(CommandKind::CreateTopic { name, partitions })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(r)))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
+}
+
+/// The router (exposed for tests that drive it without a socket).
+pub fn app(control: Arc<Control>, token: Option<&Secret>) -> Router {
+    let st = AppState {
+        control,
+        token_digest: token.map(|t| Sha256::digest(t.expose().trim().as_bytes()).into()),
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/modules", get(list_modules))
+        .route("/v1/modules/{name}", get(get_module))
+        .route("/v1/modules/{name}/candidate", post(load_candidate))
+        .route("/v1/modules/{name}/promote", post(promote))
+        .route("/v1/modules/{name}/rollback", post(rollback))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route("/v1/checkpoint", get(checkpoint))
+        .route("/v1/topics", post(create_topic))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(st)
+}
+
+/// Binds the admin address (so a taken port fails startup) and serves until `cancel`.
+pub async fn serve(
+    cfg: &AdminConfig,
+    control: Arc<Control>,
+    cancel: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot listen on {}", cfg.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        message = "Admin API listening.",
+        address = %local,
+        token_required = cfg.token.is_some(),
+    );
+    let app = app(control, cfg.token.as_ref());
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(message = "Admin API stopped.", error = %e);
+        }
+    }))
+}
