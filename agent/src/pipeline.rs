@@ -448,7 +448,10 @@ impl Run<'_> {
                             tracing::info!(message = "Topic created by the admin API.", topic = %name, partitions);
                             json!({ "topic": name, "partitions": partitions, "replication": replication })
                         })
-                        .map_err(|e| CommandError::Failed(e.to_string()));
+                        .map_err(|e| match e {
+                            SinkError::TopicExists(_) => CommandError::Conflict(e.to_string()),
+                            e => CommandError::Failed(e.to_string()),
+                        });
                     let _ = cmd.reply.send(r);
                 });
                 return;

@@ -14,26 +14,52 @@ use sluice_tests::kafka::{BROKERS, Reader, fresh_broker};
 use sluice_tests::live::server;
 
 /// Writes a `sluice.toml` in `dir` publishing to the test broker with the scenario's
-/// module; `sink_extra` adds `[sink]` keys.
+/// module; `sink_extra` adds `[sink]` keys, `admin_extra` `[admin]` keys. Returns the
+/// file and the admin port.
 fn kafka_config(
     dir: &std::path::Path,
     srv: &sluice_tests::live::Server,
     server_id: u32,
     sink_extra: &str,
-) -> std::path::PathBuf {
+    admin_extra: &str,
+) -> (std::path::PathBuf, u16) {
     std::fs::create_dir_all(dir).expect("dir");
     let config = dir.join("sluice.toml");
+    let port = free_port();
     std::fs::write(
         &config,
         format!(
-            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n{sink_extra}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n{sink_extra}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n{admin_extra}\n",
             source_toml(srv, server_id),
             module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
             dir.join("cp").display()
         ),
     )
     .expect("config");
-    config
+    (config, port)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// (status, body) of a GET to the agent's admin API.
+fn admin_get(port: u16, path: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    match agent.get(format!("http://127.0.0.1:{port}{path}")).call() {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.into_body().read_to_string().unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
 }
 
 const TOPICS: [&str; 3] = ["e2e.t1", "e2e.t2", "e2e.default"];
@@ -55,7 +81,7 @@ async fn kafka_sink_survives_kill9() {
     let _guard = BROKER.lock().await;
     let (srv, _admin) = fresh_scenario().await;
     let dir = std::env::temp_dir().join(format!("sluice-e2e-kafka-{}", std::process::id()));
-    let config = kafka_config(&dir, &srv, 4_300_002, "");
+    let (config, _) = kafka_config(&dir, &srv, 4_300_002, "", "");
     let log = dir.join("agent.log");
     let pass = srv.repl.1.clone();
     let reader = Reader::new(&TOPICS, PARTITIONS);
@@ -125,7 +151,13 @@ async fn stalled_broker_loses_nothing() {
     let _guard = BROKER.lock().await;
     let (srv, mut admin) = fresh_scenario().await;
     let dir = std::env::temp_dir().join(format!("sluice-e2e-stall-{}", std::process::id()));
-    let config = kafka_config(&dir, &srv, 4_300_004, "max_in_flight = 2000\n");
+    let (config, port) = kafka_config(
+        &dir,
+        &srv,
+        4_300_004,
+        "max_in_flight = 2000\n",
+        "stall_after_secs = 2\n",
+    );
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
@@ -149,11 +181,28 @@ async fn stalled_broker_loses_nothing() {
             phase(&mut admin, p).await;
         }
     };
+    // Meanwhile /readyz reports the stalled checkpoint.
+    let watcher = std::thread::spawn(move || {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            let (s, body) = admin_get(port, "/readyz");
+            if s == 503 && body.contains("checkpoint has not advanced") {
+                return Some(body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    });
     let stall = async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         signal("-CONT");
     };
     tokio::join!(writes, stall);
+    let seen = watcher.join().expect("watcher");
+    assert!(
+        seen.is_some(),
+        "/readyz never reported the stalled checkpoint"
+    );
     let reader = Reader::new(&TOPICS, PARTITIONS);
     let want = db_state(&mut admin).await;
     let t = Instant::now();
@@ -174,6 +223,84 @@ async fn stalled_broker_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    let t = Instant::now();
+    while admin_get(port, "/readyz").0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(30), "never ready again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Topics created through the admin API (`sluice ctl create-topic`) exist on the broker
+/// with the requested partitions; creating one twice is a 409 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_creates_topics() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let _guard = BROKER.lock().await;
+    fresh_broker(&["ops.base"], 1);
+    let srv = server();
+    let dir = std::env::temp_dir().join(format!("sluice-e2e-topics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\ndefault_topic = \"ops.base\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntopic_partitions = 2\n",
+            source_toml(&srv, 4_300_005),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let mut agent = Agent::start(
+        &config,
+        &dir.join("agent.log"),
+        &[("SLUICE_E2E_PASSWORD", &srv.repl.1)],
+    );
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(sluice_tests::agent::binary())
+            .arg("ctl")
+            .arg("--admin")
+            .arg(format!("http://127.0.0.1:{port}"))
+            .args(args)
+            .output()
+            .expect("sluice ctl runs");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = ctl(&["create-topic", "ops.created", "--partitions", "3"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = ctl(&["create-topic", "ops.defaulted"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = ctl(&["create-topic", "ops.created", "--partitions", "3"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("409") && out.contains("`ops.created` already exists"),
+        "{out}"
+    );
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()
+        .expect("client");
+    for (topic, want) in [("ops.created", 3), ("ops.defaulted", 2)] {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let parts = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len());
+        assert_eq!(parts, Some(want), "{topic}");
+    }
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }

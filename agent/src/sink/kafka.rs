@@ -87,8 +87,14 @@ impl TopicCreator {
             .await
             .map_err(|e| SinkError::Setup(format!("creating topic `{name}`: {e}")))?;
         for r in results {
-            if let Err((t, code)) = r {
-                return Err(SinkError::Setup(format!("creating topic `{t}`: {code}")));
+            match r {
+                Ok(_) => {}
+                Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    return Err(SinkError::TopicExists(t));
+                }
+                Err((t, code)) => {
+                    return Err(SinkError::Setup(format!("creating topic `{t}`: {code}")));
+                }
             }
         }
         Ok(())

@@ -68,6 +68,9 @@ pub enum SinkError {
         /// The limit.
         limit: usize,
     },
+    /// A topic to create exists already.
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
     /// Configuration or setup problem (missing topic, bad property).
     #[error("{0}")]
     Setup(String),
