@@ -161,7 +161,8 @@ pub struct RawSink {
     /// `canal` or `debezium`.
     #[serde(default)]
     pub format: Format,
-    /// `event` (one message per rows event and destination, as Canal) or `row`.
+    /// `event` (one message per rows event and destination, as Canal), `row`, or
+    /// `transaction` (one message per transaction and destination).
     #[serde(default = "default_message")]
     pub message: String,
     /// Topic used when no module is configured (every change goes there).
@@ -203,6 +204,9 @@ pub enum MessageUnit {
     Event,
     /// Each row alone.
     Row,
+    /// Everything a transaction sends to one destination, as a JSON array of the
+    /// per-event messages (split into numbered parts above `max_message_bytes`).
+    Transaction,
 }
 
 /// Where messages go.
@@ -456,7 +460,8 @@ impl Config {
         let unit = match k.message.as_str() {
             "event" => MessageUnit::Event,
             "row" => MessageUnit::Row,
-            other => bail!("sink.message: `{other}` is not event or row"),
+            "transaction" => MessageUnit::Transaction,
+            other => bail!("sink.message: `{other}` is not event, row or transaction"),
         };
         let oversize = match (
             k.on_oversize.as_deref().unwrap_or("halt"),

@@ -129,6 +129,47 @@ struct Run<'a> {
     commit_ms: u64,
     /// Between a Begin and its Commit.
     in_txn: bool,
+    /// `message = "transaction"`: the open transaction's messages per destination.
+    gathered: Vec<Gathered>,
+}
+
+/// Messages of one transaction for one destination, joined as a JSON array.
+struct Gathered {
+    /// The first message, its payload the array so far (without the closing `]`).
+    msg: OutMessage,
+    events: usize,
+    part: u32,
+    mixed: bool,
+}
+
+impl Gathered {
+    fn new(mut msg: OutMessage, part: u32) -> Self {
+        msg.payload.insert(0, b'[');
+        Gathered {
+            msg,
+            events: 1,
+            part,
+            mixed: false,
+        }
+    }
+
+    fn push(&mut self, m: OutMessage) {
+        self.msg.payload.push(b',');
+        self.msg.payload.extend_from_slice(&m.payload);
+        self.events += 1;
+        if header(&self.msg, "sluice.table") != header(&m, "sluice.table")
+            || header(&self.msg, "sluice.type") != header(&m, "sluice.type")
+        {
+            self.mixed = true;
+        }
+    }
+}
+
+fn header<'m>(m: &'m OutMessage, name: &str) -> Option<&'m [u8]> {
+    m.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
 }
 
 impl Run<'_> {
@@ -256,7 +297,7 @@ impl Run<'_> {
                 headers.push(("sluice.error".into(), err.as_bytes().to_vec()));
             }
             headers.extend(d.route.headers.iter().cloned());
-            let mut msg = OutMessage {
+            let msg = OutMessage {
                 topic: d.route.topic.clone(),
                 partition: d.route.partition,
                 key: d.route.key.clone(),
@@ -265,35 +306,103 @@ impl Run<'_> {
                 txn: self.txn,
                 position,
             };
-            if msg.payload.len() > self.cfg.sink.max_message_bytes {
-                match &self.cfg.sink.oversize {
-                    Oversize::Halt => {
-                        return Err(SinkError::Oversize {
-                            topic: msg.topic.to_string(),
-                            position: msg.position,
-                            bytes: msg.payload.len(),
-                            limit: self.cfg.sink.max_message_bytes,
-                        }
-                        .into());
+            let msg = self.check_size(msg, ev)?;
+            if self.cfg.sink.unit == MessageUnit::Transaction {
+                self.gather(msg)?;
+            } else {
+                self.sink.send(msg)?;
+                self.summary.messages += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the oversize policy to one message.
+    fn check_size(&self, mut msg: OutMessage, ev: &ChangeEvent) -> anyhow::Result<OutMessage> {
+        if msg.payload.len() > self.cfg.sink.max_message_bytes {
+            match &self.cfg.sink.oversize {
+                Oversize::Halt => {
+                    return Err(SinkError::Oversize {
+                        topic: msg.topic.to_string(),
+                        position: msg.position,
+                        bytes: msg.payload.len(),
+                        limit: self.cfg.sink.max_message_bytes,
                     }
-                    Oversize::DeadLetter(topic) => {
-                        msg.payload = serde_json::json!({
-                            "oversize": true,
-                            "bytes": msg.payload.len(),
-                            "topic": &*msg.topic,
-                            "position": &msg.position,
-                            "database": &ev.table.database,
-                            "table": &ev.table.table,
-                        })
-                        .to_string()
-                        .into_bytes();
-                        msg.topic = Arc::from(topic.as_str());
-                        msg.partition = None;
-                    }
+                    .into());
+                }
+                Oversize::DeadLetter(topic) => {
+                    msg.payload = serde_json::json!({
+                        "oversize": true,
+                        "bytes": msg.payload.len(),
+                        "topic": &*msg.topic,
+                        "position": &msg.position,
+                        "database": &ev.table.database,
+                        "table": &ev.table.table,
+                    })
+                    .to_string()
+                    .into_bytes();
+                    msg.topic = Arc::from(topic.as_str());
+                    msg.partition = None;
                 }
             }
-            self.sink.send(msg)?;
-            self.summary.messages += 1;
+        }
+        Ok(msg)
+    }
+
+    /// `message = "transaction"`: appends a message to the transaction's message for the
+    /// same destination (topic, and explicit partition or else key), sending that one
+    /// first as a numbered part if the result would exceed `max_message_bytes`.
+    fn gather(&mut self, msg: OutMessage) -> anyhow::Result<()> {
+        let limit = self.cfg.sink.max_message_bytes;
+        let same = |a: &Gathered| {
+            a.msg.topic == msg.topic
+                && a.msg.partition == msg.partition
+                && (msg.partition.is_some() || a.msg.key == msg.key)
+                && header(&a.msg, "sluice.module") == header(&msg, "sluice.module")
+        };
+        let at = self.gathered.iter().position(same);
+        if let Some(i) = at
+            && self.gathered[i].msg.payload.len() + msg.payload.len() + 2 > limit
+        {
+            let full = self.gathered.remove(i);
+            let part = full.part + 1;
+            self.send_gathered(full)?;
+            self.gathered.push(Gathered::new(msg, part));
+            return Ok(());
+        }
+        match at {
+            Some(i) => self.gathered[i].push(msg),
+            None => self.gathered.push(Gathered::new(msg, 0)),
+        }
+        Ok(())
+    }
+
+    fn send_gathered(&mut self, g: Gathered) -> anyhow::Result<()> {
+        let mut msg = g.msg;
+        msg.payload.push(b']');
+        let set = |msg: &mut OutMessage, k: &str, v: String| match msg
+            .headers
+            .iter_mut()
+            .find(|(n, _)| n == k)
+        {
+            Some(h) => h.1 = v.into_bytes(),
+            None => msg.headers.push((k.to_string(), v.into_bytes())),
+        };
+        set(&mut msg, "sluice.events", g.events.to_string());
+        set(&mut msg, "sluice.part", g.part.to_string());
+        if g.mixed {
+            set(&mut msg, "sluice.table", "*".into());
+            set(&mut msg, "sluice.type", "*".into());
+        }
+        self.sink.send(msg)?;
+        self.summary.messages += 1;
+        Ok(())
+    }
+
+    /// Sends the transaction's gathered messages, in the order they were started.
+    fn flush_gathered(&mut self) -> anyhow::Result<()> {
+        for g in std::mem::take(&mut self.gathered) {
+            self.send_gathered(g)?;
         }
         Ok(())
     }
@@ -322,6 +431,7 @@ impl Run<'_> {
             }
             SourceItem::Commit { checkpoint, .. } => {
                 self.flush_chunk()?;
+                self.flush_gathered()?;
                 let m = metrics::global();
                 m.transactions.inc();
                 if self.commit_ms > 0 {
@@ -635,6 +745,7 @@ async fn run_once(
         read: None,
         commit_ms: 0,
         in_txn: false,
+        gathered: Vec::new(),
     };
     let mut watcher = cfg.modules_dir.as_deref().map(ModuleDir::new);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

@@ -183,3 +183,125 @@ fn message_timeout_is_a_delivery_failure_not_a_loss() {
         "nothing acknowledged, nothing checkpointed"
     );
 }
+
+/// A fatal idempotent-producer error (out-of-order sequence, injected by the mock
+/// cluster) under a live `sluice run`: the checkpoint stays at what was acknowledged,
+/// the pipeline rebuilds the producer and resumes from the checkpoint, and every row
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_producer_error_rebuilds_and_resumes() {
+    use mysql_async::prelude::Queryable;
+    use sluice_tests::agent::Agent;
+    use sluice_tests::live::{exec, server};
+    let m = MockCluster::new(1).expect("mock cluster");
+    m.create_topic("fatal.all", 4, 1).expect("topic");
+    let brokers = m.bootstrap_servers();
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS fatal").await;
+    exec(&mut db, "CREATE DATABASE fatal").await;
+    exec(
+        &mut db,
+        "CREATE TABLE fatal.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("sluice-fatal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ndefault_topic = \"fatal.all\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            sluice_tests::e2e::source_toml(&srv, 4_500_001),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let insert = async |db: &mut mysql_async::Conn, from: u64, to: u64| {
+        for t in (from..to).step_by(10) {
+            let rows: Vec<String> = (t..t + 10).map(|i| format!("({i}, 'v{i}')")).collect();
+            db.query_drop(format!("INSERT INTO fatal.t VALUES {}", rows.join(",")))
+                .await
+                .expect("insert");
+        }
+    };
+    insert(&mut db, 0, 500).await;
+    let ids = |brokers: &str| -> BTreeMap<u64, usize> {
+        let c: BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "fatal")
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition_offset("fatal.all", p, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+        c.assign(&tpl).expect("assign");
+        let mut seen = BTreeMap::new();
+        let mut idle = Instant::now();
+        while idle.elapsed() < Duration::from_secs(2) {
+            if let Some(Ok(msg)) = c.poll(Duration::from_millis(100)) {
+                idle = Instant::now();
+                let v: serde_json::Value =
+                    serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap_or_default();
+                for row in v["data"].as_array().cloned().unwrap_or_default() {
+                    if let Some(id) = row["id"].as_str().and_then(|s| s.parse().ok()) {
+                        *seen.entry(id).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        seen
+    };
+    let t = Instant::now();
+    while ids(&brokers).len() < 500 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "first rows never arrived"
+        );
+    }
+    // The next produce requests fail with a sequence error: fatal for the producer.
+    m.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 3],
+    );
+    insert(&mut db, 500, 2000).await;
+    agent.wait_log(
+        "Sink failed; restarting from the last checkpoint.",
+        1,
+        Duration::from_secs(60),
+    );
+    let t = Instant::now();
+    let seen = loop {
+        let seen = ids(&brokers);
+        if seen.len() == 2000 {
+            break seen;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{} of 2000 rows after the producer was rebuilt",
+            seen.len()
+        );
+    };
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..2000).collect::<Vec<_>>()
+    );
+    let dups: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!("2000 rows after a fatal producer error; {dups} sent twice");
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("OutOfOrderSequenceNumber"), "{text}");
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cp")).expect("checkpoint"))
+            .expect("json");
+    let end: Vec<mysql_async::Row> = db.query("SHOW MASTER STATUS").await.expect("status");
+    let end_pos: Option<u64> = end.first().and_then(|r| r.get(1));
+    assert_eq!(cp["position"].as_u64(), end_pos, "checkpoint at the end");
+    std::fs::remove_dir_all(&dir).ok();
+}
