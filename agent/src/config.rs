@@ -142,7 +142,7 @@ pub struct RawRouter {
     pub modules_dir: Option<PathBuf>,
     /// Events per module call.
     pub batch: Option<usize>,
-    /// Precompiled code cache.
+    /// Precompiled code cache (default: `module-cache` beside the checkpoint file).
     pub cache_dir: Option<PathBuf>,
     /// Publish an UPDATE that changes the primary key as a delete of the old key and
     /// an insert of the new one (default true), so each key's events stay in one
@@ -491,7 +491,19 @@ impl Config {
             modules,
             modules_dir: raw.router.modules_dir.map(|d| rel(&d)),
             batch: raw.router.batch.unwrap_or(500).clamp(1, 10_000),
-            cache_dir: raw.router.cache_dir.map(|d| rel(&d)),
+            // Precompiled modules live beside the checkpoint unless placed elsewhere, so a
+            // restart or a swap back to a known version does not recompile.
+            cache_dir: Some(match raw.router.cache_dir {
+                Some(d) => rel(&d),
+                None => rel(raw
+                    .checkpoint
+                    .path
+                    .as_deref()
+                    .unwrap_or(Path::new("sluice.checkpoint")))
+                .parent()
+                .map(|p| p.join("module-cache"))
+                .unwrap_or_else(|| PathBuf::from("module-cache")),
+            }),
             split_pk_updates: raw.router.split_pk_updates.unwrap_or(true),
             sink,
             checkpoint: rel(raw

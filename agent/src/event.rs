@@ -180,7 +180,27 @@ pub struct Column {
 }
 
 impl Column {
-    /// Whether cell bytes are binary data rather than UTF-8 text.
+    /// Whether every value's text is ASCII that JSON never escapes (numbers, dates).
+    pub fn is_plain_ascii(&self) -> bool {
+        // Numbers and dates print as digits, signs, `.`, `:`, `-`, `e` and spaces only:
+        // nothing JSON would escape, so the text can be copied without a scan.
+        matches!(
+            self.kind,
+            ColumnKind::Int { .. }
+                | ColumnKind::Float
+                | ColumnKind::Double
+                | ColumnKind::Decimal { .. }
+                | ColumnKind::Year
+                | ColumnKind::Date
+                | ColumnKind::Time { .. }
+                | ColumnKind::DateTime { .. }
+                | ColumnKind::Timestamp { .. }
+                | ColumnKind::Bit { .. }
+        ) && self.labels.is_none()
+            && self.refinement.is_none()
+    }
+
+    /// Whether values are bytes rather than text (binary strings, geometry).
     pub fn is_binary(&self) -> bool {
         match self.kind {
             ColumnKind::Char { .. } | ColumnKind::VarChar { .. } | ColumnKind::Blob { .. } => {

@@ -302,7 +302,12 @@ impl Run<'_> {
                 partition: d.route.partition,
                 key: d.route.key.clone(),
                 headers,
-                payload: self.json.clone(),
+                // Hand the buffer over instead of copying it; the next message gets a
+                // fresh one sized like this.
+                payload: {
+                    let hint = self.json.len() + self.json.len() / 4 + 256;
+                    std::mem::replace(&mut self.json, Vec::with_capacity(hint))
+                },
                 txn: self.txn,
                 position,
             };

@@ -235,31 +235,52 @@ impl Parser {
 
 /// Appends `s` as a JSON string literal, escaped as MySQL escapes it.
 pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Byte-wise: `s` is UTF-8, so every byte of a multi-byte character is >= 0x80 and
+    // copied as is; only quote, backslash and control bytes need escapes. Runs between escapes
+    // are copied in one go (most values have none).
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
     out.push(b'"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&b[start..i]);
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
             c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
             }
         }
+        start = i + 1;
     }
+    out.extend_from_slice(&b[start..]);
     out.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn json_strings_round_trip(s in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = Vec::new();
+            push_json_string(&mut out, &s);
+            let back: String = serde_json::from_slice(&out).expect("valid JSON");
+            proptest::prop_assert_eq!(back, s);
+        }
+    }
 
     fn render(doc: &[u8]) -> Result<String, DecodeError> {
         let mut out = Vec::new();

@@ -160,7 +160,7 @@ fn push_row(
         first = false;
         push_str(out, &col.name);
         out.push(b':');
-        push_cell(out, cell, col.is_binary(), BinaryAs::Latin1);
+        push_cell(out, cell, col, BinaryAs::Latin1);
     }
     out.push(b'}');
 }

@@ -23,7 +23,7 @@ pub fn envelope(out: &mut Vec<u8>, ev: &ChangeEvent, row: usize, ts_ms: u64) {
             first = false;
             push_str(out, &col.name);
             out.push(b':');
-            push_cell(out, cell, col.is_binary(), BinaryAs::Base64);
+            push_cell(out, cell, col, BinaryAs::Base64);
         }
         out.push(b'}');
     };

@@ -7,7 +7,7 @@ pub mod canal;
 pub mod debezium;
 
 use crate::binlog::jsonb::push_json_string;
-use crate::event::Cell;
+use crate::event::{Cell, Column};
 
 /// Output format of JSON messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -29,10 +29,19 @@ pub enum BinaryAs {
     Base64,
 }
 
-/// Appends a cell as a JSON value: `null`, or a string.
-pub(crate) fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>, binary: bool, how: BinaryAs) {
+/// Appends a cell of `col` as a JSON value: `null`, or a string.
+pub(crate) fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>, col: &Column, how: BinaryAs) {
+    let binary = col.is_binary();
     match cell {
         Cell::Null | Cell::Absent => out.extend_from_slice(b"null"),
+        Cell::Value(b) if col.is_plain_ascii() && b.is_ascii() => {
+            // Numbers and dates need neither validation nor escaping (checked ASCII
+            // anyway, so a decoder bug cannot produce invalid JSON).
+            out.reserve(b.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(b);
+            out.push(b'"');
+        }
         Cell::Value(b) if !binary => match std::str::from_utf8(b) {
             Ok(s) => push_json_string(out, s),
             Err(_) => push_json_string(out, &String::from_utf8_lossy(b)),

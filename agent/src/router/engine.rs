@@ -106,9 +106,18 @@ impl RouterEngine {
                     }
                 }
             })?;
-        if let Some(d) = cache_dir {
-            std::fs::create_dir_all(d)?;
-        }
+        // The cache only saves compile time: without a usable directory, compile.
+        let cache_dir = cache_dir.filter(|d| match std::fs::create_dir_all(d) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    message = "Module cache directory unusable; modules compile at every start.",
+                    dir = %d.display(),
+                    error = %e,
+                );
+                false
+            }
+        });
         Ok(RouterEngine {
             engine,
             linker,

@@ -3,6 +3,11 @@
 //! producers agree on partitions), bounded in-flight messages, and acknowledgement
 //! tracking that feeds the checkpoint.
 //!
+//! Delivery reports are served by the producer's own polling thread
+//! (`ThreadedProducer`), so acknowledgements, the checkpoint watermark and the delivery
+//! latency histogram move as soon as the broker answers, not when the pipeline next
+//! calls into the sink.
+//!
 //! Invariants: a message counts as acknowledged only in librdkafka's delivery report
 //! with no error; a delivery error (after librdkafka's own retries, within
 //! `message.timeout.ms`) or a fatal producer error stops the pipeline, which then
@@ -17,7 +22,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::acks::Acks;
 use super::{OutMessage, SinkError};
@@ -59,7 +64,7 @@ impl ProducerContext for AckContext {
 
 /// The producer.
 pub struct KafkaSink {
-    producer: BaseProducer<AckContext>,
+    producer: ThreadedProducer<AckContext>,
     max_in_flight: u64,
     client: ClientConfig,
 }
@@ -119,7 +124,10 @@ impl KafkaSink {
                 "queue.buffering.max.messages",
                 cfg.max_in_flight.max(1000).to_string(),
             )
-            .set("message.timeout.ms", "300000");
+            .set("message.timeout.ms", "300000")
+            // In-flight bytes are bounded too, not just messages: memory stays flat
+            // whatever the message size (a full queue backpressures the reader).
+            .set("queue.buffering.max.kbytes", "16384");
         for (k, v) in properties {
             c.set(k, v);
         }
@@ -133,7 +141,7 @@ impl KafkaSink {
                 (cfg.max_message_bytes + 64 * 1024).to_string(),
             );
         let client = c.clone();
-        let producer: BaseProducer<AckContext> = c
+        let producer: ThreadedProducer<AckContext> = c
             .create_with_context(AckContext {
                 acks: Mutex::new(Acks::default()),
                 failure: Mutex::new(None),
@@ -213,7 +221,7 @@ impl KafkaSink {
     /// Queues a message, waiting while too many are in flight.
     pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
         while self.in_flight() >= self.max_in_flight {
-            self.producer.poll(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
             self.check_failure()?;
         }
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
@@ -241,7 +249,7 @@ impl KafkaSink {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(2));
                     self.check_failure()?;
                 }
                 Err((e, _)) => {
@@ -253,7 +261,6 @@ impl KafkaSink {
                 }
             }
         }
-        self.producer.poll(Duration::ZERO);
         self.check_failure()
     }
 
@@ -262,13 +269,11 @@ impl KafkaSink {
         if let Ok(mut a) = self.producer.context().acks.lock() {
             a.committed(txn, cp);
         }
-        self.producer.poll(Duration::ZERO);
         self.check_failure()
     }
 
     /// The newest acknowledged boundary.
     pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        self.producer.poll(Duration::ZERO);
         self.check_failure()?;
         Ok(self
             .producer
@@ -289,7 +294,7 @@ impl KafkaSink {
                     waited: timeout,
                 });
             }
-            self.producer.poll(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
             self.check_failure()?;
         }
         Ok(())

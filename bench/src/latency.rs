@@ -1,0 +1,366 @@
+//! Commit-to-delivery latency at a steady write rate: writes `--rate` rows/s to MariaDB
+//! in autocommit transactions of `--txn-rows` rows while a running `sluice run` publishes
+//! them to Kafka, consumes the topic in the same process, and reports per transaction
+//! the time from its COMMIT returning to the writer until its last row is consumed
+//! (an upper bound of commit-to-acknowledgement: it adds the consumer's fetch). With
+//! `--metrics`, also the agent's own `sluice_delivery_seconds` histogram (commit read →
+//! broker acknowledgement) over the same window.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mysql_async::prelude::Queryable;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+
+static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn ns(t: Instant) -> u64 {
+    t.duration_since(*START).as_nanos() as u64
+}
+
+struct Args {
+    port: u16,
+    user: String,
+    password: String,
+    brokers: String,
+    topic: String,
+    partitions: i32,
+    rate: u64,
+    txn_rows: u64,
+    seconds: u64,
+    warmup: u64,
+    metrics: Option<String>,
+    /// Baseline: produce the rows straight to Kafka (same producer settings as the
+    /// agent) instead of writing them to MariaDB.
+    direct: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        port: 13306,
+        user: std::env::var("SLUICE_MYSQL_ADMIN_USER").unwrap_or_else(|_| "root".into()),
+        password: std::env::var("SLUICE_MYSQL_ADMIN_PASSWORD").unwrap_or_default(),
+        brokers: "127.0.0.1:19092".into(),
+        topic: "bench.lat".into(),
+        partitions: 12,
+        rate: 10_000,
+        txn_rows: 50,
+        seconds: 20,
+        warmup: 3,
+        metrics: None,
+        direct: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        if k == "--direct" {
+            a.direct = true;
+            continue;
+        }
+        let v = it.next().with_context(|| format!("{k} needs a value"))?;
+        match k.as_str() {
+            "--port" => a.port = v.parse()?,
+            "--brokers" => a.brokers = v,
+            "--topic" => a.topic = v,
+            "--partitions" => a.partitions = v.parse()?,
+            "--rate" => a.rate = v.parse()?,
+            "--txn-rows" => a.txn_rows = v.parse()?,
+            "--seconds" => a.seconds = v.parse()?,
+            "--warmup" => a.warmup = v.parse()?,
+            "--metrics" => a.metrics = Some(v),
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+/// Cumulative `sluice_delivery_seconds` buckets: (upper bound, count).
+fn delivery_buckets(url: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+    let text = ureq::get(url)
+        .call()
+        .context("scraping the agent")?
+        .into_body()
+        .read_to_string()?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("sluice_delivery_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        out.push((le, count.trim().parse()?));
+    }
+    Ok(out)
+}
+
+/// `histogram_quantile` as Prometheus computes it (linear within a bucket).
+fn bucket_quantile(q: f64, b: &[(f64, f64)]) -> f64 {
+    let Some(total) = b.last().map(|x| x.1) else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, c) in b {
+        if c >= rank {
+            if le.is_infinite() {
+                return prev.0;
+            }
+            let within = if c > prev.1 {
+                (rank - prev.1) / (c - prev.1)
+            } else {
+                0.0
+            };
+            return prev.0 + (le - prev.0) * within;
+        }
+        prev = (le, c);
+    }
+    prev.0
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let txns = (a.rate * (a.seconds + a.warmup) / a.txn_rows + 10) as usize;
+    let _ = *START;
+    // Per transaction: commit time, rows consumed, time the last row was consumed.
+    let committed: Arc<Vec<AtomicU64>> = Arc::new((0..txns).map(|_| AtomicU64::new(0)).collect());
+    let consumed: Arc<Vec<AtomicU32>> = Arc::new((0..txns).map(|_| AtomicU32::new(0)).collect());
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..txns).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &a.brokers)
+        .set("group.id", "sluice-latency")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("fetch.min.bytes", "1")
+        .create()
+        .context("consumer")?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..a.partitions {
+        tpl.add_partition_offset(&a.topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let reader = {
+        let (consumed, done, stop) = (consumed.clone(), done.clone(), stop.clone());
+        let txn_rows = a.txn_rows;
+        std::thread::spawn(move || {
+            let count = |id: u64| {
+                let t = (id / txn_rows) as usize;
+                if t < consumed.len()
+                    && consumed[t].fetch_add(1, Ordering::Relaxed) + 1 == txn_rows as u32
+                {
+                    done[t].store(ns(Instant::now()), Ordering::Relaxed);
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) else {
+                    continue;
+                };
+                let v: serde_json::Value =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+                let msgs = match v {
+                    serde_json::Value::Array(items) => items,
+                    other => vec![other],
+                };
+                for fm in msgs {
+                    for row in fm["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                        if let Some(id) = row["id"].as_str().and_then(|s| s.parse().ok()) {
+                            count(id);
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    if a.direct {
+        return direct(&a, committed, done, stop, reader).await;
+    }
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(a.port)
+        .user(Some(a.user.clone()))
+        .pass(Some(a.password.clone()));
+    let mut db = mysql_async::Conn::new(opts).await.context("connecting")?;
+    db.query_drop("TRUNCATE TABLE bench.lat").await?;
+    let period = Duration::from_nanos(1_000_000_000 * a.txn_rows / a.rate);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let total = (a.rate * (a.seconds + a.warmup) / a.txn_rows) as usize;
+    let warm = (a.rate * a.warmup / a.txn_rows) as usize;
+    let mut metrics_from = None;
+    let write_start = Instant::now();
+    let mut sql = String::new();
+    for t in 0..total {
+        tick.tick().await;
+        if t == warm
+            && let Some(url) = &a.metrics
+        {
+            metrics_from = delivery_buckets(url).ok();
+        }
+        sql.clear();
+        sql.push_str("INSERT INTO bench.lat VALUES ");
+        for i in 0..a.txn_rows {
+            let id = t as u64 * a.txn_rows + i;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "({id},{t},'padding-padding-padding-padding-{id}')"
+            ));
+        }
+        db.query_drop(&sql).await?;
+        committed[t].store(ns(Instant::now()), Ordering::Relaxed);
+    }
+    let wrote = write_start.elapsed();
+    // Wait for the tail.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (warm..total).any(|t| done[t].load(Ordering::Relaxed) == 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    let mut lat: Vec<f64> = Vec::new();
+    let mut missing = 0;
+    for t in warm..total {
+        let (c, d) = (
+            committed[t].load(Ordering::Relaxed),
+            done[t].load(Ordering::Relaxed),
+        );
+        if d == 0 {
+            missing += 1;
+        } else {
+            lat.push(d.saturating_sub(c) as f64 / 1e6);
+        }
+    }
+    report(&a, &lat, missing, total, wrote, metrics_from);
+    Ok(())
+}
+
+fn report(
+    a: &Args,
+    lat: &[f64],
+    missing: usize,
+    total: usize,
+    wrote: Duration,
+    metrics_from: Option<Vec<(f64, f64)>>,
+) {
+    let mut lat = lat.to_vec();
+    lat.sort_by(f64::total_cmp);
+    let rows_per_s = (total as u64 * a.txn_rows) as f64 / wrote.as_secs_f64();
+    // name rate p50 p90 p99 max missing agent_p50 agent_p99
+    let (mut ap50, mut ap99) = (f64::NAN, f64::NAN);
+    if let (Some(url), Some(from)) = (&a.metrics, &metrics_from)
+        && let Ok(to) = delivery_buckets(url)
+    {
+        let diff: Vec<(f64, f64)> = to.iter().zip(from).map(|(t, f)| (t.0, t.1 - f.1)).collect();
+        ap50 = bucket_quantile(0.5, &diff) * 1000.0;
+        ap99 = bucket_quantile(0.99, &diff) * 1000.0;
+    }
+    println!(
+        "{:.0} {:.2} {:.2} {:.2} {:.2} {} {:.2} {:.2} {}",
+        rows_per_s,
+        pct(&lat, 0.5),
+        pct(&lat, 0.9),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        missing,
+        ap50,
+        ap99,
+        lat.len()
+    );
+}
+
+/// The baseline: the same rows as FlatMessage-shaped JSON produced straight to Kafka
+/// by an idempotent, `acks=all` producer with the agent's linger, one message per
+/// transaction; "committed" is when the send was queued.
+async fn direct(
+    a: &Args,
+    committed: Arc<Vec<AtomicU64>>,
+    done: Arc<Vec<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+    reader: std::thread::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &a.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "linger.ms",
+            std::env::var("LINGER_MS").unwrap_or_else(|_| "5".into()),
+        )
+        .set("partitioner", "murmur2_random")
+        .create()
+        .context("producer")?;
+    let period = Duration::from_nanos(1_000_000_000 * a.txn_rows / a.rate);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let total = (a.rate * (a.seconds + a.warmup) / a.txn_rows) as usize;
+    let warm = (a.rate * a.warmup / a.txn_rows) as usize;
+    let write_start = Instant::now();
+    for t in 0..total {
+        tick.tick().await;
+        // One message per row keyed by its id: the agent's message count and spread
+        // without a module.
+        for i in 0..a.txn_rows {
+            let id = t as u64 * a.txn_rows + i;
+            let row = serde_json::json!({"id": id.to_string(), "txn": t.to_string(), "pad": format!("padding-padding-padding-padding-{id}")});
+            let body = serde_json::json!({"database": "bench", "table": "lat", "type": "INSERT", "data": [row]}).to_string();
+            let key = id.to_string();
+            let mut rec = BaseRecord::to(&a.topic).payload(&body).key(&key);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        rec = r;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }
+        committed[t].store(ns(Instant::now()), Ordering::Relaxed);
+    }
+    let wrote = write_start.elapsed();
+    let _ = producer.flush(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (warm..total).any(|t| done[t].load(Ordering::Relaxed) == 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    let mut lat = Vec::new();
+    let mut missing = 0;
+    for t in warm..total {
+        let (c, d) = (
+            committed[t].load(Ordering::Relaxed),
+            done[t].load(Ordering::Relaxed),
+        );
+        if d == 0 {
+            missing += 1;
+        } else {
+            lat.push(d.saturating_sub(c) as f64 / 1e6);
+        }
+    }
+    report(a, &lat, missing, total, wrote, None);
+    Ok(())
+}
