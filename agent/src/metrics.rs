@@ -169,7 +169,7 @@ impl Metrics {
         );
         reg!(
             "sluice_source_lag_bytes",
-            "Binlog bytes the server has written and the agent has not read yet (probed every few seconds)",
+            "Binlog bytes the server has written and the agent has not read yet (probed every few seconds; -1 until measured)",
             source_lag_bytes
         );
         reg!("sluice_rows", "Row changes read, by table and kind", rows);
@@ -259,6 +259,7 @@ impl Metrics {
             "1 while an operator has paused reading",
             paused
         );
+        m.source_lag_bytes.set(-1);
         Metrics { registry: r, ..m }
     }
 

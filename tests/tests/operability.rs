@@ -333,6 +333,14 @@ token_env = "SLUICE_OPS_TOKEN"
         .unwrap_or(0.0);
     assert!(delivered >= 5.0, "delivery histogram count {delivered}");
     assert_eq!(prom.query(&client, "sluice_source_connected"), Some(1.0));
+    let offset = prom
+        .query(&client, "sluice_source_binlog_offset")
+        .unwrap_or(0.0);
+    assert!(offset > 4.0, "binlog offset {offset}");
+    // The bytes-behind probe (every 5 s) sees the agent caught up.
+    wait_for("the lag probe", Duration::from_secs(30), || {
+        prom.query(&client, "sluice_source_lag_bytes") == Some(0.0)
+    });
     let p99 = prom
         .query(
             &client,
