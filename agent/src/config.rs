@@ -119,6 +119,9 @@ pub struct RawModule {
     /// Deadline per call in milliseconds.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
+    /// Message format of this module's destinations (default: the sink's); a decision
+    /// can still pick one with the `sluice.format` header.
+    pub format: Option<Format>,
     /// The module's own configuration.
     #[serde(default)]
     pub config: toml::Table,
@@ -304,6 +307,8 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// Split primary-key-changing updates.
     pub split_pk_updates: bool,
+    /// Per-module message formats (modules not listed use the sink's).
+    pub module_formats: BTreeMap<String, Format>,
     /// Sink.
     pub sink: SinkConfig,
     /// Checkpoint file.
@@ -378,6 +383,7 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("source.timezone: {e}"))?;
 
         let mut modules = Vec::new();
+        let mut module_formats = BTreeMap::new();
         let mut names = std::collections::BTreeSet::new();
         for (i, m) in raw.modules.into_iter().enumerate() {
             let at = format!("modules[{i}] (`{}`)", m.name);
@@ -406,6 +412,9 @@ impl Config {
             }
             if m.deadline_ms == 0 || m.deadline_ms > 60_000 {
                 bail!("{at}.deadline_ms: {} is not within 1..60000", m.deadline_ms);
+            }
+            if let Some(f) = m.format {
+                module_formats.insert(m.name.clone(), f);
             }
             let text = toml::to_string(&m.config).context("module config")?;
             let config = crate::router::tools::flatten_config(&text)?;
@@ -505,6 +514,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("module-cache")),
             }),
             split_pk_updates: raw.router.split_pk_updates.unwrap_or(true),
+            module_formats,
             sink,
             checkpoint: rel(raw
                 .checkpoint

@@ -33,6 +33,10 @@ use crate::router::{Delivery, Route, RouteInput, RouterEngine, RouterSet};
 use crate::sink::{OutMessage, Sink, SinkError};
 use crate::source::{BinlogSource, SourceError};
 
+/// A decision header with which a module picks the format (`canal` or `debezium`) of
+/// one destination; consumed by the agent, not published.
+pub const FORMAT_HEADER: &str = "sluice.format";
+
 /// Time allowed to drain in-flight messages at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,6 +135,8 @@ struct Run<'a> {
     in_txn: bool,
     /// `message = "transaction"`: the open transaction's messages per destination.
     gathered: Vec<Gathered>,
+    /// Modules already warned about a bad `sluice.format` header.
+    bad_format_warned: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 /// Messages of one transaction for one destination, joined as a JSON array.
@@ -251,7 +257,7 @@ impl Run<'_> {
         for d in ds {
             let row = d.input - first_input;
             let per_row =
-                self.cfg.sink.unit == MessageUnit::Row || self.cfg.sink.format == Format::Debezium;
+                self.cfg.sink.unit == MessageUnit::Row || self.format_of(d) == Format::Debezium;
             let same = |g: &(&Delivery, Vec<usize>)| {
                 g.0.route == d.route && g.0.module == d.module && g.0.dead_letter == d.dead_letter
             };
@@ -263,7 +269,7 @@ impl Run<'_> {
         for (d, rows) in groups {
             self.msg_id += 1;
             self.json.clear();
-            match self.cfg.sink.format {
+            match self.format_of(d) {
                 Format::Canal => {
                     canal::flat_message_rows(&mut self.json, ev, &rows, self.msg_id, now_ms())
                 }
@@ -296,7 +302,13 @@ impl Run<'_> {
                 headers.push(("sluice.error.kind".into(), kind.as_bytes().to_vec()));
                 headers.push(("sluice.error".into(), err.as_bytes().to_vec()));
             }
-            headers.extend(d.route.headers.iter().cloned());
+            headers.extend(
+                d.route
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k != FORMAT_HEADER)
+                    .cloned(),
+            );
             let msg = OutMessage {
                 topic: d.route.topic.clone(),
                 partition: d.route.partition,
@@ -320,6 +332,38 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The format of a delivery: the module's `sluice.format` decision header, else the
+    /// module's configured format, else the sink's.
+    fn format_of(&self, d: &Delivery) -> Format {
+        if let Some((_, v)) = d.route.headers.iter().find(|(k, _)| k == FORMAT_HEADER) {
+            match v.as_slice() {
+                b"canal" => return Format::Canal,
+                b"debezium" => return Format::Debezium,
+                other => {
+                    // A module bug, not a reason to lose the event: say so, use the default.
+                    if self
+                        .bad_format_warned
+                        .borrow_mut()
+                        .insert(d.module.to_string())
+                    {
+                        tracing::warn!(
+                            message = "Module asked for an unknown format; using the configured one.",
+                            module = %d.module,
+                            header = FORMAT_HEADER,
+                            value = %String::from_utf8_lossy(other),
+                            expected = "canal or debezium",
+                        );
+                    }
+                }
+            }
+        }
+        self.cfg
+            .module_formats
+            .get(&*d.module)
+            .copied()
+            .unwrap_or(self.cfg.sink.format)
     }
 
     /// Applies the oversize policy to one message.
@@ -751,6 +795,7 @@ async fn run_once(
         commit_ms: 0,
         in_txn: false,
         gathered: Vec::new(),
+        bad_format_warned: Default::default(),
     };
     let mut watcher = cfg.modules_dir.as_deref().map(ModuleDir::new);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

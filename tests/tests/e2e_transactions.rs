@@ -234,3 +234,122 @@ listen = "127.0.0.1:0"
     assert_eq!(folded, live);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Formats chosen per module (`[[modules]] format`) and per decision (the
+/// `sluice.format` header, here set by the `tags` module): Debezium envelopes and
+/// FlatMessages side by side in one run; an unknown format value falls back to the
+/// sink's with a warning naming the module, and the header itself is never published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formats_per_module_and_per_decision() {
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS fmt").await;
+    exec(&mut db, "CREATE DATABASE fmt").await;
+    for t in ["a", "b", "c"] {
+        exec(
+            &mut db,
+            &format!("CREATE TABLE fmt.{t} (id BIGINT PRIMARY KEY, v VARCHAR(20))"),
+        )
+        .await;
+    }
+    let dir = std::env::temp_dir().join(format!("sluice-e2e-fmt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let out = dir.join("out.jsonl");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{}
+[[modules]]
+name = "tags"
+file = "{}"
+topics = ["fmt.tagged"]
+[modules.config]
+topic = "fmt.tagged"
+header = "sluice.format"
+"tag.debezium" = 'fmt\.a'
+"tag.canal" = 'fmt\.b'
+"tag.xml" = 'fmt\.c'
+
+[[modules]]
+name = "canal"
+file = "{}"
+topics = ["fmt.*"]
+format = "debezium"
+[modules.config]
+"canal.mq.topic" = "fmt.default"
+"canal.mq.dynamicTopic" = 'fmt\..*'
+
+[sink]
+kind = "file"
+path = "{}"
+
+[checkpoint]
+path = "{}"
+
+[admin]
+listen = "127.0.0.1:0"
+"#,
+            source_toml(&srv, 4_300_021),
+            env!("GUEST_TAGS"),
+            env!("GUEST_CANAL_COMPAT"),
+            out.display(),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    for t in ["a", "b", "c"] {
+        db.query_drop(format!(
+            "INSERT INTO fmt.{t} VALUES (1,'x'),(2,'y'),(3,'z')"
+        ))
+        .await
+        .expect("insert");
+    }
+    let is_debezium = |v: &serde_json::Value| v.get("op").is_some() && v.get("after").is_some();
+    let is_canal = |v: &serde_json::Value| v.get("type").is_some() && v["data"].is_array();
+    let t = Instant::now();
+    let msgs = loop {
+        let msgs: Vec<Published> = read_file_sink(&out)
+            .into_iter()
+            .filter(|m| m.topic.starts_with("fmt."))
+            .collect();
+        // tags: a as 3 envelopes, b and c as one FlatMessage each; canal: 9 envelopes.
+        if msgs.len() >= 3 + 2 + 9 {
+            break msgs;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} messages",
+            msgs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(msgs.len(), 14, "{msgs:#?}");
+    for m in &msgs {
+        assert!(!m.headers.contains_key("sluice.format"), "{m:?}");
+        let table = m.headers["sluice.table"].as_str();
+        let debezium = match (m.topic.as_str(), table) {
+            ("fmt.tagged", "a") => true,
+            ("fmt.tagged", _) => false,
+            _ => true, // module `canal` is configured with format = "debezium"
+        };
+        if debezium {
+            assert!(is_debezium(&m.value), "{} {table}: {}", m.topic, m.value);
+        } else {
+            assert!(is_canal(&m.value), "{} {table}: {}", m.topic, m.value);
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        text.matches("Module asked for an unknown format").count(),
+        1,
+        "one warning for module tags: {text}"
+    );
+    assert!(text.contains("xml"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,7 +1,9 @@
 //! One topic for everything, with a `tag` header naming the business domain of each
 //! table: the layout of Canal-to-RocketMQ migrations, where consumers subscribe by tag.
 //! Config: `topic`, then `tag.<name>` = Canal-style table pattern, tried in file order;
-//! `default_tag` for tables no pattern matches (unset: drop them).
+//! `default_tag` for tables no pattern matches (unset: drop them); `header` names the
+//! header carrying the tag (default `tag`; `sluice.format` makes the tag pick each
+//! table's message format).
 
 use sluice_sdk::canal::TableFilter;
 use sluice_sdk::prelude::*;
@@ -10,6 +12,7 @@ use sluice_sdk::prelude::*;
 pub struct Tags {
     rules: Vec<(String, TableFilter)>,
     default_tag: Option<String>,
+    header: String,
 }
 
 impl Tags {
@@ -38,6 +41,7 @@ impl Router for Tags {
         let t = Tags {
             rules,
             default_tag: config.get("default_tag").map(str::to_string),
+            header: config.get_or("header", "tag").to_string(),
         };
         Ok((
             t,
@@ -62,7 +66,7 @@ impl Router for Tags {
             };
             match self.tag_for(db, table) {
                 Some(tag) => {
-                    let headers: &[(&str, &[u8])] = &[("tag", tag.as_bytes())];
+                    let headers: &[(&str, &[u8])] = &[(self.header.as_str(), tag.as_bytes())];
                     out.send(Destination::to_index(0).headers(headers));
                 }
                 None => out.drop_event(),
@@ -103,5 +107,24 @@ mod tests {
         assert_eq!(tag(&out[1]), "shop");
         assert_eq!(tag(&out[2]), "-");
         assert_eq!(tag(&out[3]), "user");
+    }
+
+    #[test]
+    fn header_name_is_configurable() {
+        let mut h = Harness::<Tags>::new(&[
+            ("topic", "binlog"),
+            ("header", "sluice.format"),
+            ("tag.debezium", "shop\\..*"),
+        ])
+        .unwrap();
+        h.table(1, "shop", "items", &[("id", "int")], &["id"]);
+        h.insert(1, &[Some("1")]);
+        match &h.run().unwrap()[0] {
+            Outcome::Sent(s) => assert_eq!(
+                s[0].headers[0],
+                ("sluice.format".to_string(), b"debezium".to_vec())
+            ),
+            Outcome::Dropped => panic!("dropped"),
+        }
     }
 }
