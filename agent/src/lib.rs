@@ -7,7 +7,13 @@
 //! - [`source`]: the live replication client (connect, start position, reconnect);
 //! - [`schema`]: table definitions from `information_schema`;
 //! - [`mod@format`]: Canal FlatMessage and Debezium-style JSON;
-//! - [`ddl`]: statement targets for DDL events.
+//! - [`ddl`]: statement targets for DDL events;
+//! - [`router`]: the WebAssembly module host, policies and hot swap;
+//! - [`pipeline`], [`sink`], [`checkpoint`]: `sluice run` from source to broker, and
+//!   what is safe to resume from;
+//! - [`config`], [`secret`]: `sluice.toml` and values never printed;
+//! - [`admin`], [`control`], [`metrics`]: the HTTP admin API, the commands it sends the
+//!   pipeline, and the Prometheus metrics.
 
 pub mod admin;
 pub mod binlog;
