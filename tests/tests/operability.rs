@@ -501,6 +501,46 @@ token_env = "SLUICE_OPS_TOKEN"
         http.call("GET", "/readyz", None, None).0 == 200
     });
 
+    // The server restarts: /readyz says the stream is down, then recovers by itself.
+    let watcher = {
+        let port = port;
+        std::thread::spawn(move || {
+            let http = Http::new(port);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(30) {
+                let (s, body, _) = http.call("GET", "/readyz", None, None);
+                if s == 503 && body.contains("binlog stream is not connected") {
+                    return Some(body);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        })
+    };
+    drop(db);
+    sluice_tests::live::restart();
+    let seen = watcher.join().expect("watcher");
+    assert!(seen.is_some(), "/readyz never reported the lost stream");
+    wait_for(
+        "ready after the server restart",
+        Duration::from_secs(60),
+        || http.call("GET", "/readyz", None, None).0 == 200,
+    );
+    let mut db = srv.admin().await;
+    insert(&mut db, 10, 10).await;
+    wait_for(
+        "rows after the server restart",
+        Duration::from_secs(30),
+        || rows_in(&ops_rows(&out)) >= before + 30,
+    );
+    let (_, m) = http.get("/metrics");
+    let text = m.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sluice_source_reconnects_total ") && !l.ends_with(" 0")),
+        "reconnects counted: {text}"
+    );
+
     // The checkpoint endpoint agrees with the checkpoint file once things settle.
     wait_for("checkpoint settles", Duration::from_secs(30), || {
         let (_, c) = http.get("/v1/checkpoint");

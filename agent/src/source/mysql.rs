@@ -522,7 +522,12 @@ impl BinlogSource {
     }
 
     async fn open_stream(&mut self) -> Result<(), Failure> {
-        let mut conn = connect(&self.cfg).await?;
+        // A server that is restarting refuses connections for a while: that is a reason
+        // to retry, not to stop; a refusal by the server (privileges) is not.
+        let mut conn = connect(&self.cfg).await.map_err(|e| match e {
+            SourceError::Connect { source, .. } => classify(source, &self.cfg, &self.resume),
+            other => Failure::Fatal(other),
+        })?;
         let hb_ns = self.cfg.heartbeat.as_nanos().min(u128::from(u64::MAX)) as u64;
         conn.query_drop(format!("SET @master_heartbeat_period = {hb_ns}"))
             .await
