@@ -503,7 +503,6 @@ token_env = "SLUICE_OPS_TOKEN"
 
     // The server restarts: /readyz says the stream is down, then recovers by itself.
     let watcher = {
-        let port = port;
         std::thread::spawn(move || {
             let http = Http::new(port);
             let t = Instant::now();
