@@ -5,6 +5,7 @@
 # CPU seconds and peak RSS of the agent, and ratios.
 #
 #   bench/e2e.sh [ROWS]     (default 1000000)
+#   KAFKA_PROPERTIES='"compression.type" = "lz4"' bench/e2e.sh   (extra librdkafka settings)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
@@ -91,7 +92,9 @@ TOML
 KAFKA="[sink]
 kind = \"kafka\"
 brokers = \"127.0.0.1:19092\"
-default_topic = \"bench-all\""
+default_topic = \"bench-all\"
+[sink.librdkafka]
+${KAFKA_PROPERTIES:-}"
 FILESINK="[sink]
 kind = \"file\"
 path = \"$WORK/out.jsonl\""
