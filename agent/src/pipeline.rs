@@ -276,20 +276,14 @@ impl Run<'_> {
                 Format::Debezium => debezium::envelope(&mut self.json, ev, rows[0], now_ms()),
             }
             let position = format!("{}:{}", ev.position, rows[0]);
-            let mut headers = vec![
+            let mut headers: Vec<(std::borrow::Cow<'static, str>, Vec<u8>)> = vec![
+                ("sluice.db".into(), ev.table.database.as_bytes().to_vec()),
+                ("sluice.table".into(), ev.table.table.as_bytes().to_vec()),
                 (
-                    "sluice.db".to_string(),
-                    ev.table.database.as_bytes().to_vec(),
-                ),
-                (
-                    "sluice.table".to_string(),
-                    ev.table.table.as_bytes().to_vec(),
-                ),
-                (
-                    "sluice.type".to_string(),
+                    "sluice.type".into(),
                     ev.kind.canal_name().as_bytes().to_vec(),
                 ),
-                ("sluice.position".to_string(), position.as_bytes().to_vec()),
+                ("sluice.position".into(), position.as_bytes().to_vec()),
             ];
             if !d.module.is_empty() {
                 headers.push(("sluice.module".into(), d.module.as_bytes().to_vec()));
@@ -307,7 +301,7 @@ impl Run<'_> {
                     .headers
                     .iter()
                     .filter(|(k, _)| k != FORMAT_HEADER)
-                    .cloned(),
+                    .map(|(k, v)| (std::borrow::Cow::Owned(k.clone()), v.clone())),
             );
             let msg = OutMessage {
                 topic: d.route.topic.clone(),
@@ -435,7 +429,7 @@ impl Run<'_> {
             .find(|(n, _)| n == k)
         {
             Some(h) => h.1 = v.into_bytes(),
-            None => msg.headers.push((k.to_string(), v.into_bytes())),
+            None => msg.headers.push((k.to_string().into(), v.into_bytes())),
         };
         set(&mut msg, "sluice.events", g.events.to_string());
         set(&mut msg, "sluice.part", g.part.to_string());

@@ -23,8 +23,8 @@ pub struct OutMessage {
     pub partition: Option<i32>,
     /// Key.
     pub key: Option<Vec<u8>>,
-    /// Headers.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Headers (Sluice's own names are static: no allocation per message).
+    pub headers: Vec<(std::borrow::Cow<'static, str>, Vec<u8>)>,
     /// Body (JSON).
     pub payload: Vec<u8>,
     /// Transaction sequence number it belongs to.
