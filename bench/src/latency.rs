@@ -202,11 +202,7 @@ async fn main() -> anyhow::Result<()> {
         .pass(Some(a.password.clone()));
     let mut db = mysql_async::Conn::new(opts).await.context("connecting")?;
     db.query_drop("TRUNCATE TABLE bench.lat").await?;
-    let period = Duration::from_nanos(1_000_000_000 * a.txn_rows / a.rate);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let total = (a.rate * (a.seconds + a.warmup) / a.txn_rows) as usize;
-    let warm = (a.rate * a.warmup / a.txn_rows) as usize;
+    let (mut tick, total, warm) = schedule(&a);
     let mut metrics_from = None;
     let write_start = Instant::now();
     let mut sql = String::new();
@@ -232,28 +228,50 @@ async fn main() -> anyhow::Result<()> {
         committed[t].store(ns(Instant::now()), Ordering::Relaxed);
     }
     let wrote = write_start.elapsed();
-    // Wait for the tail.
+    let (lat, missing) = collect(warm..total, &committed, &done, &stop, reader).await;
+    report(&a, &lat, missing, total, wrote, metrics_from);
+    Ok(())
+}
+
+/// The write pacing: a ticker at one transaction per period, the number of
+/// transactions, and how many of them are warm-up.
+fn schedule(a: &Args) -> (tokio::time::Interval, usize, usize) {
+    let period = Duration::from_nanos(1_000_000_000 * a.txn_rows / a.rate);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let total = (a.rate * (a.seconds + a.warmup) / a.txn_rows) as usize;
+    let warm = (a.rate * a.warmup / a.txn_rows) as usize;
+    (tick, total, warm)
+}
+
+/// Waits (at most 30 s) for the measured transactions' last rows, stops the reader and
+/// returns their latencies in ms and how many never arrived.
+async fn collect(
+    measured: std::ops::Range<usize>,
+    committed: &[AtomicU64],
+    done: &[AtomicU64],
+    stop: &AtomicBool,
+    reader: std::thread::JoinHandle<()>,
+) -> (Vec<f64>, usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while (warm..total).any(|t| done[t].load(Ordering::Relaxed) == 0) && Instant::now() < deadline {
+    while measured
+        .clone()
+        .any(|t| done[t].load(Ordering::Relaxed) == 0)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
-    let mut lat: Vec<f64> = Vec::new();
+    let mut lat = Vec::new();
     let mut missing = 0;
-    for t in warm..total {
-        let (c, d) = (
-            committed[t].load(Ordering::Relaxed),
-            done[t].load(Ordering::Relaxed),
-        );
-        if d == 0 {
-            missing += 1;
-        } else {
-            lat.push(d.saturating_sub(c) as f64 / 1e6);
+    for t in measured {
+        match done[t].load(Ordering::Relaxed) {
+            0 => missing += 1,
+            d => lat.push(d.saturating_sub(committed[t].load(Ordering::Relaxed)) as f64 / 1e6),
         }
     }
-    report(&a, &lat, missing, total, wrote, metrics_from);
-    Ok(())
+    (lat, missing)
 }
 
 fn report(
@@ -312,11 +330,7 @@ async fn direct(
         .set("partitioner", "murmur2_random")
         .create()
         .context("producer")?;
-    let period = Duration::from_nanos(1_000_000_000 * a.txn_rows / a.rate);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let total = (a.rate * (a.seconds + a.warmup) / a.txn_rows) as usize;
-    let warm = (a.rate * a.warmup / a.txn_rows) as usize;
+    let (mut tick, total, warm) = schedule(a);
     let write_start = Instant::now();
     for t in 0..total {
         tick.tick().await;
@@ -342,25 +356,7 @@ async fn direct(
     }
     let wrote = write_start.elapsed();
     let _ = producer.flush(Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (warm..total).any(|t| done[t].load(Ordering::Relaxed) == 0) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let _ = reader.join();
-    let mut lat = Vec::new();
-    let mut missing = 0;
-    for t in warm..total {
-        let (c, d) = (
-            committed[t].load(Ordering::Relaxed),
-            done[t].load(Ordering::Relaxed),
-        );
-        if d == 0 {
-            missing += 1;
-        } else {
-            lat.push(d.saturating_sub(c) as f64 / 1e6);
-        }
-    }
+    let (lat, missing) = collect(warm..total, &committed, &done, &stop, reader).await;
     report(a, &lat, missing, total, wrote, None);
     Ok(())
 }
