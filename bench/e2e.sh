@@ -2,7 +2,8 @@
 # End-to-end throughput: MariaDB -> sluice run -> sink, draining a backlog of ROWS rows
 # (10 mixed columns), in one run: Kafka (tansu) with the canal-compat module, Kafka with
 # no module (built-in routing), and the local file sink with the module. Prints rows/s,
-# CPU seconds and peak RSS of the agent, and ratios.
+# CPU seconds and peak RSS of the agent, the CPU seconds the broker and MariaDB spent in
+# the same window (all three share the machine's cores), and ratios.
 #
 #   bench/e2e.sh [ROWS]     (default 1000000)
 #   KAFKA_PROPERTIES='"compression.type" = "lz4"' bench/e2e.sh   (extra librdkafka settings)
@@ -37,6 +38,9 @@ read -r END_FILE END_POS _ < <(sql -e "SHOW MASTER STATUS")
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+DB_PID=$(scripts/mariadb.sh pid)
 
 run() { # name sink-toml module(yes/no)
     local name=$1 sink=$2 module=$3
@@ -73,7 +77,9 @@ TOML
         fi
         echo "$sink"
     } >"$WORK/sluice.toml"
-    local t0 t1
+    local t0 t1 broker_pid broker0 db0
+    broker_pid=$(scripts/tansu.sh pid)
+    broker0=$(cpu_ticks "$broker_pid"); db0=$(cpu_ticks "$DB_PID")
     t0=$(date +%s.%N)
     /usr/bin/time -f "%U %S %M" -o "$WORK/time" "$SLUICE" run -c "$WORK/sluice.toml" 2>"$WORK/log" &
     local pid=$!
@@ -83,10 +89,13 @@ TOML
         sleep 0.05
     done
     t1=$(date +%s.%N)
+    local broker_cpu db_cpu
+    broker_cpu=$(echo "($(cpu_ticks "$broker_pid") - $broker0) / $TICK" | bc -l)
+    db_cpu=$(echo "($(cpu_ticks "$DB_PID") - $db0) / $TICK" | bc -l)
     pkill -TERM -P $pid sluice 2>/dev/null || kill -TERM $pid
     wait $pid || true
     read -r user sys rss <"$WORK/time"
-    echo "$name $(echo "$t1 - $t0" | bc) $(echo "$user + $sys" | bc) $rss"
+    echo "$name $(echo "$t1 - $t0" | bc) $(echo "$user + $sys" | bc) $rss $broker_cpu $db_cpu"
 }
 
 KAFKA="[sink]
@@ -114,9 +123,9 @@ warm
 echo
 echo "end to end, $ROWS rows x 10 columns drained from a backlog ($FILE:$POS .. $END_FILE:$END_POS)"
 awk -v rows="$ROWS" '
-{ name[NR]=$1; wall[NR]=$2; cpu[NR]=$3; rss[NR]=$4 }
+{ name[NR]=$1; wall[NR]=$2; cpu[NR]=$3; rss[NR]=$4; bcpu[NR]=$5; dcpu[NR]=$6 }
 END {
-  printf "%-22s %8s %12s %8s %9s %16s\n", "run", "wall s", "rows/s", "cpu s", "RSS MiB", "x kafka+module"
-  for (i=1;i<=NR;i++) printf "%-22s %8.2f %12.0f %8.2f %9.1f %16.2f\n", name[i], wall[i], rows/wall[i], cpu[i], rss[i]/1024, wall[1]/wall[i]
+  printf "%-22s %8s %12s %8s %9s %12s %11s %16s\n", "run", "wall s", "rows/s", "cpu s", "RSS MiB", "broker cpu s", "mariadb cpu", "x kafka+module"
+  for (i=1;i<=NR;i++) printf "%-22s %8.2f %12.0f %8.2f %9.1f %12.2f %11.2f %16.2f\n", name[i], wall[i], rows/wall[i], cpu[i], rss[i]/1024, bcpu[i], dcpu[i], wall[1]/wall[i]
 }' "$RESULTS"
 rm -f "$RESULTS"

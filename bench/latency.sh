@@ -3,10 +3,12 @@
 # transactions of 50 rows, 20 s after a 3 s warm-up): MariaDB -> sluice run -> tansu,
 # consumed in the benchmark process. One run each: Kafka with the canal-compat module,
 # Kafka with no module, Kafka with the module and one message per transaction.
-# Prints p50/p90/p99/max of "COMMIT returned -> last row consumed" and the agent's own
-# "commit read -> broker ack" histogram (p50/p99), with ratios to the baseline: the same
-# rows produced straight to tansu by an idempotent acks=all producer (the broker and
-# client floor, no MariaDB, no agent).
+# Prints p50/p90/p99/max of "COMMIT returned -> last row consumed" and commit-to-ack
+# p50/p99: for the agent its `sluice_delivery_seconds` histogram (transaction read ->
+# last message acknowledged), for the baseline its own delivery reports (first row
+# queued -> last row acknowledged). Ratios are to the baseline: the same rows produced
+# straight to tansu by an idempotent acks=all producer (the broker and client floor, no
+# MariaDB, no agent).
 #
 #   bench/latency.sh [RATE] [SECONDS]
 set -euo pipefail
@@ -109,7 +111,7 @@ echo "latency at a steady $RATE rows/s (autocommit transactions of 50 rows, ${SE
 awk '
 { name[NR]=$1; rate[NR]=$2; p50[NR]=$3; p90[NR]=$4; p99[NR]=$5; mx[NR]=$6; miss[NR]=$7; a50[NR]=$8; a99[NR]=$9; n[NR]=$10 }
 END {
-  printf "%-22s %9s %7s %7s %7s %8s %6s %10s %10s %12s\n", "run", "rows/s", "p50", "p90", "p99", "max", "lost", "agent p50", "agent p99", "p99 / direct"
-  for (i=1;i<=NR;i++) printf "%-22s %9.0f %7.2f %7.2f %7.2f %8.2f %6d %10.2f %10.2f %12.2f\n", name[i], rate[i], p50[i], p90[i], p99[i], mx[i], miss[i], a50[i], a99[i], p99[i]/p99[1]
+  printf "%-22s %9s %7s %7s %7s %8s %6s %8s %8s %10s %12s\n", "run", "rows/s", "p50", "p90", "p99", "max", "lost", "ack p50", "ack p99", "p99/direct", "ack p99/dir"
+  for (i=1;i<=NR;i++) printf "%-22s %9.0f %7.2f %7.2f %7.2f %8.2f %6d %8.2f %8.2f %10.2f %12.2f\n", name[i], rate[i], p50[i], p90[i], p99[i], mx[i], miss[i], a50[i], a99[i], p99[i]/p99[1], a99[i]/a99[1]
 }' "$RESULTS"
 rm -f "$RESULTS"

@@ -149,5 +149,6 @@ case "${1:-}" in
         echo "SLUICE_MYSQL_SOCKET=$SOCK"
         ;;
     wipe) stop; rm -rf "$DIR"; log "wiped $DIR" ;;
-    *) echo "usage: $0 start|stop|restart|status|env|wipe" >&2; exit 2 ;;
+    pid) cat "$PIDFILE" ;;
+    *) echo "usage: $0 start|stop|restart|status|env|wipe|pid" >&2; exit 2 ;;
 esac

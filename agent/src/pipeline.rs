@@ -133,6 +133,8 @@ struct Run<'a> {
     commit_ms: u64,
     /// Between a Begin and its Commit.
     in_txn: bool,
+    /// When the open transaction's first event reached the pipeline.
+    txn_seen: Instant,
     /// `message = "transaction"`: the open transaction's messages per destination.
     gathered: Vec<Gathered>,
     /// Modules already warned about a bad `sluice.format` header.
@@ -455,6 +457,7 @@ impl Run<'_> {
             SourceItem::Begin(ctx) => {
                 self.txn += 1;
                 self.in_txn = true;
+                self.txn_seen = Instant::now();
                 self.commit_ms = ctx.commit_ms;
             }
             SourceItem::Change(ev) => {
@@ -486,7 +489,7 @@ impl Run<'_> {
                 m.source_offset.set(checkpoint.position as i64);
                 self.read = Some(checkpoint.clone());
                 self.in_txn = false;
-                self.sink.commit(self.txn, checkpoint)?;
+                self.sink.commit(self.txn, checkpoint, self.txn_seen)?;
                 self.summary.transactions += 1;
                 if let Some(set) = &mut self.routers {
                     set.at_transaction_boundary(&self.recent);
@@ -788,6 +791,7 @@ async fn run_once(
         read: None,
         commit_ms: 0,
         in_txn: false,
+        txn_seen: Instant::now(),
         gathered: Vec::new(),
         bad_format_warned: Default::default(),
     };

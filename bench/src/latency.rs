@@ -3,8 +3,10 @@
 //! them to Kafka, consumes the topic in the same process, and reports per transaction
 //! the time from its COMMIT returning to the writer until its last row is consumed
 //! (an upper bound of commit-to-acknowledgement: it adds the consumer's fetch). With
-//! `--metrics`, also the agent's own `sluice_delivery_seconds` histogram (commit read →
-//! broker acknowledgement) over the same window.
+//! `--metrics`, also the agent's own `sluice_delivery_seconds` histogram (transaction
+//! read → broker acknowledgement of its last message) over the same window. The
+//! `--direct` baseline reports its own exact equivalent: first row queued → last row
+//! acknowledged, from its delivery reports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -229,7 +231,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let wrote = write_start.elapsed();
     let (lat, missing) = collect(warm..total, &committed, &done, &stop, reader).await;
-    report(&a, &lat, missing, total, wrote, metrics_from);
+    report(
+        &a,
+        &lat,
+        missing,
+        total,
+        wrote,
+        Acked::Agent(a.metrics.clone(), metrics_from),
+    );
     Ok(())
 }
 
@@ -274,25 +283,37 @@ async fn collect(
     (lat, missing)
 }
 
-fn report(
-    a: &Args,
-    lat: &[f64],
-    missing: usize,
-    total: usize,
-    wrote: Duration,
-    metrics_from: Option<Vec<(f64, f64)>>,
-) {
+/// The acknowledgement side of a run: the agent's histogram between two scrapes, or
+/// the baseline producer's own per-transaction ack latencies (ms).
+enum Acked {
+    Agent(Option<String>, Option<Vec<(f64, f64)>>),
+    Direct(Vec<f64>),
+}
+
+fn report(a: &Args, lat: &[f64], missing: usize, total: usize, wrote: Duration, acked: Acked) {
     let mut lat = lat.to_vec();
     lat.sort_by(f64::total_cmp);
     let rows_per_s = (total as u64 * a.txn_rows) as f64 / wrote.as_secs_f64();
     // name rate p50 p90 p99 max missing agent_p50 agent_p99
     let (mut ap50, mut ap99) = (f64::NAN, f64::NAN);
-    if let (Some(url), Some(from)) = (&a.metrics, &metrics_from)
-        && let Ok(to) = delivery_buckets(url)
-    {
-        let diff: Vec<(f64, f64)> = to.iter().zip(from).map(|(t, f)| (t.0, t.1 - f.1)).collect();
-        ap50 = bucket_quantile(0.5, &diff) * 1000.0;
-        ap99 = bucket_quantile(0.99, &diff) * 1000.0;
+    match acked {
+        Acked::Agent(Some(url), Some(from)) => {
+            if let Ok(to) = delivery_buckets(&url) {
+                let diff: Vec<(f64, f64)> = to
+                    .iter()
+                    .zip(&from)
+                    .map(|(t, f)| (t.0, t.1 - f.1))
+                    .collect();
+                ap50 = bucket_quantile(0.5, &diff) * 1000.0;
+                ap99 = bucket_quantile(0.99, &diff) * 1000.0;
+            }
+        }
+        Acked::Agent(..) => {}
+        Acked::Direct(mut v) => {
+            v.sort_by(f64::total_cmp);
+            ap50 = pct(&v, 0.5);
+            ap99 = pct(&v, 0.99);
+        }
     }
     println!(
         "{:.0} {:.2} {:.2} {:.2} {:.2} {} {:.2} {:.2} {}",
@@ -318,8 +339,15 @@ async fn direct(
     stop: Arc<AtomicBool>,
     reader: std::thread::JoinHandle<()>,
 ) -> anyhow::Result<()> {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let txns = committed.len();
+    let ctx = AckTimes {
+        queued: (0..txns).map(|_| AtomicU64::new(0)).collect(),
+        acked: (0..txns).map(|_| AtomicU32::new(0)).collect(),
+        done: (0..txns).map(|_| AtomicU64::new(0)).collect(),
+        rows: a.txn_rows as u32,
+    };
+    let producer: ThreadedProducer<AckTimes> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &a.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -328,12 +356,13 @@ async fn direct(
             std::env::var("LINGER_MS").unwrap_or_else(|_| "5".into()),
         )
         .set("partitioner", "murmur2_random")
-        .create()
+        .create_with_context(ctx)
         .context("producer")?;
     let (mut tick, total, warm) = schedule(a);
     let write_start = Instant::now();
     for t in 0..total {
         tick.tick().await;
+        producer.context().queued[t].store(ns(Instant::now()), Ordering::Relaxed);
         // One message per row keyed by its id: the agent's message count and spread
         // without a module.
         for i in 0..a.txn_rows {
@@ -341,7 +370,9 @@ async fn direct(
             let row = serde_json::json!({"id": id.to_string(), "txn": t.to_string(), "pad": format!("padding-padding-padding-padding-{id}")});
             let body = serde_json::json!({"database": "bench", "table": "lat", "type": "INSERT", "data": [row]}).to_string();
             let key = id.to_string();
-            let mut rec = BaseRecord::to(&a.topic).payload(&body).key(&key);
+            let mut rec = BaseRecord::with_opaque_to(&a.topic, t)
+                .payload(&body)
+                .key(&key);
             loop {
                 match producer.send(rec) {
                     Ok(()) => break,
@@ -357,6 +388,37 @@ async fn direct(
     let wrote = write_start.elapsed();
     let _ = producer.flush(Duration::from_secs(30));
     let (lat, missing) = collect(warm..total, &committed, &done, &stop, reader).await;
-    report(a, &lat, missing, total, wrote, None);
+    let c = producer.context();
+    let acks = (warm..total)
+        .filter_map(|t| {
+            let d = c.done[t].load(Ordering::Relaxed);
+            (d > 0).then(|| d.saturating_sub(c.queued[t].load(Ordering::Relaxed)) as f64 / 1e6)
+        })
+        .collect();
+    report(a, &lat, missing, total, wrote, Acked::Direct(acks));
     Ok(())
+}
+
+/// The baseline producer's delivery reports: per transaction, when its first row was
+/// queued and when its last row was acknowledged.
+struct AckTimes {
+    queued: Vec<AtomicU64>,
+    acked: Vec<AtomicU32>,
+    done: Vec<AtomicU64>,
+    rows: u32,
+}
+
+impl rdkafka::ClientContext for AckTimes {}
+
+impl rdkafka::producer::ProducerContext for AckTimes {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, t: usize) {
+        if result.is_ok()
+            && t < self.acked.len()
+            && self.acked[t].fetch_add(1, Ordering::Relaxed) + 1 == self.rows
+        {
+            self.done[t].store(ns(Instant::now()), Ordering::Relaxed);
+        }
+    }
 }

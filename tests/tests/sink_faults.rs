@@ -109,7 +109,8 @@ fn retriable_produce_errors_lose_and_duplicate_nothing() {
             sink.send(msg(txn, i)).expect("send");
             i += 1;
         }
-        sink.commit(txn, cp(txn * 100)).expect("commit");
+        sink.commit(txn, cp(txn * 100), Instant::now())
+            .expect("commit");
     }
     sink.drain(Duration::from_secs(60))
         .expect("all acknowledged");
@@ -132,7 +133,7 @@ fn broker_down_then_up_delivers_everything() {
     for i in 0..100 {
         sink.send(msg(1, i)).expect("send");
     }
-    sink.commit(1, cp(100)).expect("commit");
+    sink.commit(1, cp(100), Instant::now()).expect("commit");
     sink.drain(Duration::from_secs(30))
         .expect("first batch acknowledged");
     m.broker_down(1).expect("down");
@@ -140,7 +141,7 @@ fn broker_down_then_up_delivers_everything() {
         sink.send(msg(2, i))
             .expect("queued while the broker is down");
     }
-    sink.commit(2, cp(200)).expect("commit");
+    sink.commit(2, cp(200), Instant::now()).expect("commit");
     std::thread::sleep(Duration::from_secs(2));
     // Nothing sent while down counts as acknowledged: the checkpoint stays put.
     assert_eq!(
@@ -172,7 +173,7 @@ fn message_timeout_is_a_delivery_failure_not_a_loss() {
     for i in 0..10 {
         sink.send(msg(1, i)).expect("send");
     }
-    sink.commit(1, cp(100)).expect("commit");
+    sink.commit(1, cp(100), Instant::now()).expect("commit");
     let err = sink
         .drain(Duration::from_secs(20))
         .expect_err("must fail, not drop");

@@ -8,8 +8,9 @@
 //! `sluice:router/host` interface.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -52,17 +53,69 @@ impl ModuleCode {
     }
 }
 
+/// Advances the engine's epoch (the clock module deadlines count in) while module code
+/// may be running, and parks otherwise: an idle agent on a database host should not
+/// wake up a thousand times a second for nothing.
+pub(crate) struct Ticker {
+    busy: AtomicUsize,
+    ticks: AtomicU64,
+    stop: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+impl Ticker {
+    /// Marks a module call in progress until the guard drops. Deadlines set before the
+    /// call still hold: the epoch only stood still while nothing was running.
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        if self.busy.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+        Busy(self)
+    }
+
+    fn run(&self, engine: wasmtime::EngineWeak) {
+        while !self.stop.load(Ordering::Acquire) {
+            if self.busy.load(Ordering::Acquire) == 0 {
+                // `unpark` before `park` returns at once, so a call starting between
+                // the check and here is not missed.
+                std::thread::park();
+                continue;
+            }
+            std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
+            match engine.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => break,
+            }
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A module call in progress (see [`Ticker::busy`]).
+pub(crate) struct Busy<'a>(&'a Ticker);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The engine all modules run on.
 pub struct RouterEngine {
     engine: Engine,
     linker: Linker<ModuleState>,
     cache_dir: Option<PathBuf>,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl Drop for RouterEngine {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Release);
+        if let Some(t) = self.ticker.thread.get() {
+            t.unpark();
+        }
     }
 }
 
@@ -92,20 +145,18 @@ impl RouterEngine {
         RouterWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking host functions: {e:#}"))?;
 
-        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = Arc::new(Ticker {
+            busy: AtomicUsize::new(0),
+            ticks: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
         let weak = engine.weak();
-        let stop2 = stop.clone();
-        std::thread::Builder::new()
+        let t = ticker.clone();
+        let handle = std::thread::Builder::new()
             .name("sluice-epoch".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
-                    match weak.upgrade() {
-                        Some(e) => e.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })?;
+            .spawn(move || t.run(weak))?;
+        let _ = ticker.thread.set(handle.thread().clone());
         // The cache only saves compile time: without a usable directory, compile.
         let cache_dir = cache_dir.filter(|d| match std::fs::create_dir_all(d) {
             Ok(()) => true,
@@ -122,13 +173,18 @@ impl RouterEngine {
             engine,
             linker,
             cache_dir: cache_dir.map(Path::to_path_buf),
-            stop_ticker: stop,
+            ticker,
         })
     }
 
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The epoch ticker module calls must hold busy.
+    pub(crate) fn ticker(&self) -> &Arc<Ticker> {
+        &self.ticker
     }
 
     /// Imports of a component that are not Sluice's own interfaces.
@@ -226,4 +282,26 @@ fn hex(b: &[u8]) -> String {
         let _ = write!(s, "{x:02x}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_ticks_only_while_a_call_is_busy() {
+        let engine = RouterEngine::new(2, None).expect("engine");
+        let ticks = || engine.ticker().ticks.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(ticks(), 0, "an idle engine must not tick");
+        let busy = engine.ticker().busy();
+        std::thread::sleep(Duration::from_millis(100));
+        let during = ticks();
+        assert!(during >= 20, "only {during} ticks in 100 ms while busy");
+        drop(busy);
+        std::thread::sleep(Duration::from_millis(20));
+        let after = ticks();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(ticks(), after, "ticking went on after the call ended");
+    }
 }

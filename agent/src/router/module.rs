@@ -15,7 +15,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::bindings::Router as RouterWorld;
 use super::bindings::sluice::router::{host, types as wit};
-use super::engine::{ModuleCode, RouterEngine, TICKS_PER_SECOND};
+use super::engine::{ModuleCode, RouterEngine, TICKS_PER_SECOND, Ticker};
 use super::error::RouterError;
 use super::spec::ModuleSpec;
 use crate::event::{Cell, ChangeEvent, ChangeKind, TableSchema};
@@ -148,6 +148,7 @@ pub struct ModuleInstance {
     batch: Vec<u8>,
     poisoned: bool,
     engine: wasmtime::Engine,
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for ModuleInstance {
@@ -185,7 +186,8 @@ impl ModuleInstance {
         code: Arc<ModuleCode>,
         spec: Arc<ModuleSpec>,
     ) -> Result<Self, RouterError> {
-        let (store, world, sub, topics) = Self::start(engine.engine(), &code, &spec)?;
+        let (store, world, sub, topics) =
+            Self::start(engine.engine(), engine.ticker(), &code, &spec)?;
         Ok(ModuleInstance {
             code,
             spec,
@@ -201,12 +203,14 @@ impl ModuleInstance {
             batch: Vec::new(),
             poisoned: false,
             engine: engine.engine().clone(),
+            ticker: engine.ticker().clone(),
         })
     }
 
     #[allow(clippy::type_complexity)]
     fn start(
         engine: &wasmtime::Engine,
+        ticker: &Ticker,
         code: &ModuleCode,
         spec: &ModuleSpec,
     ) -> Result<(Store<ModuleState>, RouterWorld, Subscription, Vec<Arc<str>>), RouterError> {
@@ -230,6 +234,8 @@ impl ModuleInstance {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(spec));
+        // Instantiation runs the module's start code: under the deadline too.
+        let _busy = ticker.busy();
         let world = code
             .pre
             .instantiate(&mut store)
@@ -304,7 +310,8 @@ impl ModuleInstance {
     }
 
     fn restart(&mut self) -> Result<(), RouterError> {
-        let (store, world, sub, topics) = Self::start(&self.engine, &self.code, &self.spec)?;
+        let (store, world, sub, topics) =
+            Self::start(&self.engine, &self.ticker, &self.code, &self.spec)?;
         self.store = store;
         self.world = world;
         self.sub = sub;
@@ -374,7 +381,10 @@ impl ModuleInstance {
                 .collect(),
         };
         self.store.set_epoch_deadline(deadline_ticks(&self.spec));
-        if let Err(e) = self.world.call_add_table(&mut self.store, &table) {
+        let busy = self.ticker.busy();
+        let added = self.world.call_add_table(&mut self.store, &table);
+        drop(busy);
+        if let Err(e) = added {
             self.poisoned = true;
             return Err(classify(&self.store, &self.spec, e));
         }
@@ -474,7 +484,9 @@ impl ModuleInstance {
         self.encode(inputs)?;
         self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
         self.store.set_epoch_deadline(deadline_ticks(&self.spec));
+        let busy = self.ticker.busy();
         let result = self.world.call_route(&mut self.store, &self.batch);
+        drop(busy);
         let decisions = match result {
             Ok(Ok(d)) => d,
             Ok(Err(msg)) => {

@@ -6,7 +6,8 @@
 //! only moves forward, in order, whatever order acknowledgements arrive in.
 //!
 //! It also feeds the delivery metrics: messages sent/acknowledged, in flight, and the
-//! time from a transaction's commit reaching the sink to its watermark passing.
+//! time from the agent first seeing a transaction (its first binlog event, which the
+//! server writes only at commit) to its watermark passing.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -18,7 +19,7 @@ use crate::metrics;
 struct Txn {
     pending: u64,
     committed: Option<Checkpoint>,
-    committed_at: Option<Instant>,
+    seen_at: Option<Instant>,
 }
 
 /// In-order acknowledgement watermark.
@@ -53,11 +54,12 @@ impl Acks {
         self.advance();
     }
 
-    /// Transaction `seq` is complete (all its messages sent); `cp` is after it.
-    pub fn committed(&mut self, seq: u64, cp: Checkpoint) {
+    /// Transaction `seq`, first seen at `seen`, is complete (all its messages sent);
+    /// `cp` is after it.
+    pub fn committed(&mut self, seq: u64, cp: Checkpoint, seen: Instant) {
         let t = self.txns.entry(seq).or_default();
         t.committed = Some(cp);
-        t.committed_at = Some(Instant::now());
+        t.seen_at = Some(seen);
         self.advance();
     }
 
@@ -68,7 +70,7 @@ impl Acks {
                 break;
             }
             let t = entry.remove();
-            if let Some(at) = t.committed_at {
+            if let Some(at) = t.seen_at {
                 metrics::global()
                     .delivery_seconds
                     .observe(at.elapsed().as_secs_f64());
@@ -118,10 +120,10 @@ mod tests {
         let mut a = Acks::default();
         a.sent(1);
         a.sent(1);
-        a.committed(1, cp(100));
+        a.committed(1, cp(100), Instant::now());
         a.sent(2);
-        a.committed(2, cp(200));
-        a.committed(3, cp(300)); // a transaction without messages
+        a.committed(2, cp(200), Instant::now());
+        a.committed(3, cp(300), Instant::now()); // a transaction without messages
         a.acked(2);
         assert_eq!(a.safe(), None, "txn 1 still has messages in flight");
         a.acked(1);

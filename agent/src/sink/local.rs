@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Instant;
 
 use super::acks::Acks;
 use super::{OutMessage, SinkError};
@@ -105,14 +106,14 @@ impl LocalSink {
     }
 
     /// Flushes the transaction's lines; they count as acknowledged.
-    pub fn commit(&mut self, txn: u64, cp: Checkpoint) -> Result<(), SinkError> {
+    pub fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
         if let Err(e) = self.out.flush() {
             return Err(self.io(e));
         }
         for t in self.unflushed.drain(..) {
             self.acks.acked(t);
         }
-        self.acks.committed(txn, cp);
+        self.acks.committed(txn, cp, seen);
         Ok(())
     }
 

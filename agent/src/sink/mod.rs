@@ -121,11 +121,17 @@ impl Sink {
         }
     }
 
-    /// Transaction `txn` is fully sent; `cp` is the boundary after it.
-    pub fn commit(&mut self, txn: u64, cp: Checkpoint) -> Result<(), SinkError> {
+    /// Transaction `txn` is fully sent; `cp` is the boundary after it; `seen` is when
+    /// its first event reached the pipeline (the start of its delivery latency).
+    pub fn commit(
+        &mut self,
+        txn: u64,
+        cp: Checkpoint,
+        seen: std::time::Instant,
+    ) -> Result<(), SinkError> {
         match self {
-            Sink::Local(s) => s.commit(txn, cp),
-            Sink::Kafka(k) => k.commit(txn, cp),
+            Sink::Local(s) => s.commit(txn, cp, seen),
+            Sink::Kafka(k) => k.commit(txn, cp, seen),
         }
     }
 
