@@ -4,10 +4,15 @@
 //! ones, the sink acknowledged; it is replaced atomically (write a temporary file, fsync,
 //! rename, fsync the directory), so a crash leaves the old or the new checkpoint, never
 //! a torn one.
+//!
+//! Writes normally go through [`Writer`], a thread of their own: on a database host the
+//! disk is busy and an fsync can take tens of milliseconds, which must not stall the
+//! pipeline. Only the newest pending checkpoint is written; a failed write is reported
+//! at the next submission and stops the run (it restarts from the last good file).
 
 use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context, bail};
 
@@ -77,9 +82,179 @@ pub fn store(path: &Path, cp: &Checkpoint) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a written checkpoint is announced to (metrics, status).
+type OnWritten = Box<dyn Fn(&Checkpoint) + Send>;
+
+#[derive(Default)]
+struct WriterState {
+    pending: Option<Checkpoint>,
+    writing: bool,
+    error: Option<String>,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<WriterState>,
+    changed: Condvar,
+}
+
+/// Writes checkpoints on a thread of its own, newest first (see the module docs).
+pub struct Writer {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer for `path`; `on_written` runs after each durable write.
+    pub fn start(
+        path: &Path,
+        on_written: impl Fn(&Checkpoint) + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let (s, p) = (shared.clone(), path.to_path_buf());
+        let on_written: OnWritten = Box::new(on_written);
+        let handle = std::thread::Builder::new()
+            .name("sluice-checkpoint".into())
+            .spawn(move || write_loop(&s, &p, on_written))
+            .context("starting the checkpoint writer")?;
+        Ok(Writer {
+            shared,
+            path: path.to_path_buf(),
+            handle: Some(handle),
+        })
+    }
+
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, WriterState>> {
+        self.shared
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("checkpoint writer state poisoned"))
+    }
+
+    fn take_error(&self, st: &mut WriterState) -> anyhow::Result<()> {
+        match st.error.take() {
+            Some(e) => Err(anyhow::anyhow!(
+                "writing checkpoint {}: {e}",
+                self.path.display()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `cp` (replacing any checkpoint not yet written); fails with the error of
+    /// an earlier write.
+    pub fn submit(&self, cp: Checkpoint) -> anyhow::Result<()> {
+        let mut st = self.lock()?;
+        self.take_error(&mut st)?;
+        st.pending = Some(cp);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Fails with the error of an earlier write, if any.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let mut st = self.lock()?;
+        self.take_error(&mut st)
+    }
+
+    /// Waits until everything submitted is written.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        let mut st = self.lock()?;
+        while (st.pending.is_some() || st.writing) && st.error.is_none() {
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .map_err(|_| anyhow::anyhow!("checkpoint writer state poisoned"))?;
+        }
+        self.take_error(&mut st)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.stop = true;
+        }
+        self.shared.changed.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn write_loop(shared: &Shared, path: &Path, on_written: OnWritten) {
+    loop {
+        let cp = {
+            let Ok(mut st) = shared.state.lock() else {
+                return;
+            };
+            while st.pending.is_none() && !st.stop {
+                st = match shared.changed.wait(st) {
+                    Ok(st) => st,
+                    Err(_) => return,
+                };
+            }
+            let Some(cp) = st.pending.take() else {
+                return; // stopped with nothing pending
+            };
+            st.writing = true;
+            cp
+        };
+        let result = store(path, &cp);
+        if result.is_ok() {
+            on_written(&cp);
+        }
+        if let Ok(mut st) = shared.state.lock() {
+            st.writing = false;
+            if let Err(e) = result {
+                st.error = Some(format!("{e:#}"));
+            }
+        }
+        shared.changed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writer_writes_the_newest_and_reports_failures() {
+        let dir = std::env::temp_dir().join(format!("sluice-cpw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cp");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let w = Writer::start(&p, move |cp| s.lock().unwrap().push(cp.position)).unwrap();
+        for pos in [10, 20, 30] {
+            w.submit(Checkpoint {
+                file: Arc::from("binlog.000001"),
+                position: pos,
+                gtid: None,
+            })
+            .unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(load(&p).unwrap().map(|c| c.position), Some(30));
+        assert_eq!(seen.lock().unwrap().last(), Some(&30));
+        drop(w);
+
+        // A directory that does not exist: the failure surfaces, naming the file.
+        let bad = dir.join("missing").join("cp");
+        let w = Writer::start(&bad, |_| {}).unwrap();
+        let cp = Checkpoint {
+            file: Arc::from("binlog.000001"),
+            position: 1,
+            gtid: None,
+        };
+        w.submit(cp.clone()).unwrap();
+        let err = w.flush().unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn round_trip_and_errors() {

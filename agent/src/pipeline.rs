@@ -122,7 +122,9 @@ struct Run<'a> {
     recent: Vec<ChangeEvent>,
     msg_id: u64,
     json: Vec<u8>,
+    /// The newest checkpoint handed to the writer.
     saved: Option<Checkpoint>,
+    writer: checkpoint::Writer,
     summary: RunSummary,
     ctl: Arc<Control>,
     /// Per-table metric handles, so no label set is built per change.
@@ -522,18 +524,11 @@ impl Run<'_> {
         if let Some(cp) = self.sink.safe_checkpoint()?
             && self.saved.as_ref() != Some(&cp)
         {
-            checkpoint::store(&self.cfg.checkpoint, &cp)?;
-            let m = metrics::global();
-            m.checkpoint_writes.inc();
-            m.checkpoint_written_ms.set(now_ms() as i64);
-            m.checkpoint_offset.set(cp.position as i64);
-            self.ctl.update(|s| {
-                s.checkpoint = Some(cp.clone());
-                s.advanced_at = Instant::now();
-            });
+            self.writer.submit(cp.clone())?;
             self.saved = Some(cp);
             self.summary.checkpoint = self.saved.clone();
         }
+        self.writer.check()?;
         let counts = self.sink.counts();
         let behind = counts.0 > 0 || (self.read.is_some() && self.read != self.saved);
         self.ctl.update(|s| {
@@ -785,6 +780,19 @@ async fn run_once(
         msg_id: 0,
         json: Vec::with_capacity(4096),
         saved: resume,
+        writer: {
+            let ctl = ctl.clone();
+            checkpoint::Writer::start(&cfg.checkpoint, move |cp| {
+                let m = metrics::global();
+                m.checkpoint_writes.inc();
+                m.checkpoint_written_ms.set(now_ms() as i64);
+                m.checkpoint_offset.set(cp.position as i64);
+                ctl.update(|s| {
+                    s.checkpoint = Some(cp.clone());
+                    s.advanced_at = Instant::now();
+                });
+            })?
+        },
         summary: RunSummary::default(),
         ctl: ctl.clone(),
         table_metrics: HashMap::new(),
@@ -862,7 +870,7 @@ async fn run_once(
         run.sink.drain(DRAIN_TIMEOUT)?;
     }
     // Whatever happened, record what is safe.
-    let saved = run.save_checkpoint();
+    let saved = run.save_checkpoint().and_then(|()| run.writer.flush());
     result?;
     saved?;
     let (_, acked) = run.sink.counts();
