@@ -11,18 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 
-scripts/mariadb.sh start >/dev/null
-scripts/tansu.sh start >/dev/null
-eval "$(scripts/mariadb.sh env)"
-export SLUICE_MYSQL_PASSWORD
-cargo build --release --quiet --bin sluice
-SLUICE="$PWD/target/release/sluice"
-"$SLUICE" module build guest-examples/canal-compat --out target/modules --profile guest >/dev/null
-
-sql() {
-    mariadb --no-defaults --protocol=tcp -h 127.0.0.1 -P "$SLUICE_MYSQL_PORT" \
-        -u"$SLUICE_MYSQL_ADMIN_USER" -p"$SLUICE_MYSQL_ADMIN_PASSWORD" -N -B "$@"
-}
+source bench/services.sh
 sql -e "CREATE DATABASE IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.t10;
 CREATE TABLE bench.t10 (id BIGINT PRIMARY KEY, a INT, b BIGINT, c VARCHAR(32), d DECIMAL(12,2),
   e DATETIME(3), f DOUBLE, g TINYINT, h VARCHAR(64), i DATE) DEFAULT CHARSET=utf8mb4;"

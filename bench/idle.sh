@@ -8,14 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN="${1:-20}"
 
-scripts/mariadb.sh start >/dev/null
-scripts/tansu.sh start >/dev/null
-eval "$(scripts/mariadb.sh env)"
-export SLUICE_MYSQL_PASSWORD
-cargo build --release --quiet --bin sluice
 # SLUICE_BIN: another build to compare (e.g. an older commit's binary).
-SLUICE="${SLUICE_BIN:-$PWD/target/release/sluice}"
-"$SLUICE" module build guest-examples/canal-compat --out target/modules --profile guest >/dev/null
+source bench/services.sh
 scripts/tansu.sh topic bench-all 12 >/dev/null 2>&1 || true
 
 WORK="$(mktemp -d)"

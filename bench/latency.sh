@@ -18,19 +18,8 @@ RATE="${1:-10000}"
 export LINGER_MS="${LINGER_MS:-5}"
 SECONDS_RUN="${2:-20}"
 
-scripts/mariadb.sh start >/dev/null
-scripts/tansu.sh start >/dev/null
-eval "$(scripts/mariadb.sh env)"
-export SLUICE_MYSQL_PASSWORD SLUICE_MYSQL_ADMIN_USER SLUICE_MYSQL_ADMIN_PASSWORD
-cargo build --release --quiet --bin sluice --bin latency-bench
-SLUICE="$PWD/target/release/sluice"
+EXTRA_BINS=latency-bench source bench/services.sh
 BENCH="$PWD/target/release/latency-bench"
-"$SLUICE" module build guest-examples/canal-compat --out target/modules --profile guest >/dev/null
-
-sql() {
-    mariadb --no-defaults --protocol=tcp -h 127.0.0.1 -P "$SLUICE_MYSQL_PORT" \
-        -u"$SLUICE_MYSQL_ADMIN_USER" -p"$SLUICE_MYSQL_ADMIN_PASSWORD" -N -B "$@"
-}
 sql -e "CREATE DATABASE IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.lat;
 CREATE TABLE bench.lat (id BIGINT PRIMARY KEY, txn BIGINT, pad VARCHAR(64));"
 

@@ -257,23 +257,23 @@ impl Run<'_> {
     ) -> anyhow::Result<()> {
         // Rows sharing a destination form one message (Canal's split by partition); with
         // `message = "row"`, or Debezium, one message per row.
-        let mut groups: Vec<(&Delivery, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(&Delivery, Format, Vec<usize>)> = Vec::new();
         for d in ds {
             let row = d.input - first_input;
-            let per_row =
-                self.cfg.sink.unit == MessageUnit::Row || self.format_of(d) == Format::Debezium;
-            let same = |g: &(&Delivery, Vec<usize>)| {
+            let format = self.format_of(d);
+            let per_row = self.cfg.sink.unit == MessageUnit::Row || format == Format::Debezium;
+            let same = |g: &(&Delivery, Format, Vec<usize>)| {
                 g.0.route == d.route && g.0.module == d.module && g.0.dead_letter == d.dead_letter
             };
             match groups.iter_mut().find(|g| !per_row && same(g)) {
-                Some(g) => g.1.push(row),
-                None => groups.push((d, vec![row])),
+                Some(g) => g.2.push(row),
+                None => groups.push((d, format, vec![row])),
             }
         }
-        for (d, rows) in groups {
+        for (d, format, rows) in groups {
             self.msg_id += 1;
             self.json.clear();
-            match self.format_of(d) {
+            match format {
                 Format::Canal => {
                     canal::flat_message_rows(&mut self.json, ev, &rows, self.msg_id, now_ms())
                 }

@@ -37,6 +37,15 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// A fresh, empty directory for one test: `<tmp>/sluice-<name>-<pid>`, whatever an
+/// earlier run left there removed first.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    dir
+}
+
 /// `../shared/corpora`, or `$SLUICE_CORPORA`. Panics (failing the test) when missing.
 pub fn corpora() -> PathBuf {
     let p = std::env::var_os("SLUICE_CORPORA")

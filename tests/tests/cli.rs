@@ -1,19 +1,12 @@
 //! The `sluice` command line, run as a user runs it: `replay` errors and exit codes, and
 //! the module tooling (`module build|check|test|diff`).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use sluice_tests::{corpora, repo_root};
 
 fn sluice() -> Command {
     Command::new(sluice_tests::agent::binary())
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
 }
 
 #[test]
@@ -56,7 +49,7 @@ fn replay_reports_corrupt_files_and_fails() {
 
 #[test]
 fn module_tooling_end_to_end() {
-    let dir = tmp("modules");
+    let dir = sluice_tests::scratch_dir("cli-modules");
     // build
     let out = sluice()
         .args(["module", "build"])

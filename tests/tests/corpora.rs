@@ -108,8 +108,7 @@ fn every_file_decodes_or_fails_cleanly() {
 fn truncation_anywhere_is_clean() {
     let src = corpora().join("rust_mysql_common/test-data/binlogs/mysql-enum-string-set.000001");
     let bytes = std::fs::read(&src).expect("corpus file");
-    let dir = std::env::temp_dir().join(format!("sluice-trunc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = sluice_tests::scratch_dir("trunc");
     let path = dir.join("cut.000001");
     let (full, _) = decode_file(&src);
     let full_changes = changes(&full).len();

@@ -13,8 +13,7 @@ async fn file_sink_survives_kill9() {
     let srv = server();
     let mut admin = srv.admin().await;
     setup(&mut admin).await;
-    let dir = std::env::temp_dir().join(format!("sluice-e2e-file-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("e2e-file");
     let out = dir.join("out.jsonl");
     let config = dir.join("sluice.toml");
     std::fs::write(

@@ -114,8 +114,7 @@ async fn missing_topic_is_a_clear_error() {
     sluice_tests::kafka::broker();
     let srv = server();
     let topic = format!("nope-{}", std::process::id());
-    let dir = std::env::temp_dir().join(format!("sluice-e2e-missing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("e2e-missing");
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,
@@ -240,8 +239,7 @@ async fn admin_api_creates_topics() {
     let _guard = BROKER.lock().await;
     fresh_broker(&["ops.base"], 1);
     let srv = server();
-    let dir = std::env::temp_dir().join(format!("sluice-e2e-topics-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("e2e-topics");
     let port = free_port();
     let config = dir.join("sluice.toml");
     std::fs::write(

@@ -50,9 +50,7 @@ async fn one_message_per_transaction_and_destination() {
         "CREATE TABLE txm.b (k VARCHAR(20) PRIMARY KEY, n INT)",
     )
     .await;
-    let dir = std::env::temp_dir().join(format!("sluice-e2e-txm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("e2e-txm");
     let out = dir.join("out.jsonl");
     let config = dir.join("sluice.toml");
     std::fs::write(
@@ -252,9 +250,7 @@ async fn formats_per_module_and_per_decision() {
         )
         .await;
     }
-    let dir = std::env::temp_dir().join(format!("sluice-e2e-fmt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("e2e-fmt");
     let out = dir.join("out.jsonl");
     let config = dir.join("sluice.toml");
     std::fs::write(

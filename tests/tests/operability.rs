@@ -199,9 +199,7 @@ async fn admin_api_metrics_auth_and_lifecycle() {
         "CREATE TABLE ops.t (id BIGINT PRIMARY KEY, v VARCHAR(40))",
     )
     .await;
-    let dir = std::env::temp_dir().join(format!("sluice-ops-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("ops");
     let v1 = std::fs::read(env!("GUEST_CANAL_COMPAT")).expect("component");
     let v1_hash = sluice::router::engine::hash_hex(&v1);
     let v2 = new_version(&v1, "ops-v2");
@@ -578,8 +576,7 @@ token_env = "SLUICE_OPS_TOKEN"
 
 #[test]
 fn non_loopback_admin_requires_a_token() {
-    let dir = std::env::temp_dir().join(format!("sluice-ops-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("ops-cfg");
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,

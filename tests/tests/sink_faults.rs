@@ -206,9 +206,7 @@ async fn fatal_producer_error_rebuilds_and_resumes() {
         "CREATE TABLE fatal.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
     )
     .await;
-    let dir = std::env::temp_dir().join(format!("sluice-fatal-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = sluice_tests::scratch_dir("fatal");
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,

@@ -254,6 +254,23 @@ impl KafkaSink {
         }
     }
 
+    /// Counts a message of `txn` as in flight once the window has room, waiting (and
+    /// watching for failures) while it is full. One lock per message on the way.
+    fn reserve(&self, txn: u64) -> Result<(), SinkError> {
+        loop {
+            match self.producer.context().acks.lock() {
+                Ok(mut a) if a.in_flight() < self.max_in_flight => {
+                    a.sent(txn);
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            self.check_failure()?;
+        }
+    }
+
     fn in_flight(&self) -> u64 {
         self.producer
             .context()
@@ -265,19 +282,13 @@ impl KafkaSink {
 
     /// Queues a message, waiting while too many are in flight.
     pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
-        while self.in_flight() >= self.max_in_flight {
-            std::thread::sleep(Duration::from_millis(1));
-            self.check_failure()?;
-        }
+        self.reserve(m.txn)?;
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
             headers = headers.insert(Header {
                 key: k,
                 value: Some(v.as_slice()),
             });
-        }
-        if let Ok(mut a) = self.producer.context().acks.lock() {
-            a.sent(m.txn);
         }
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&m.topic, m.txn as usize)
