@@ -702,6 +702,9 @@ pub async fn run(
     }
 }
 
+/// How often a pipeline waiting for room in the sink's window looks again.
+const WINDOW_POLL: Duration = Duration::from_millis(1);
+
 async fn run_once(
     cfg: &Config,
     cancel: CancellationToken,
@@ -809,6 +812,9 @@ async fn run_once(
     let mut last_poll = Instant::now();
     let result: anyhow::Result<()> = loop {
         let paused = *pause.borrow_and_update();
+        // A full sink window stops reading, not the loop: acknowledged checkpoints are
+        // still written, commands served and signals heard while the broker catches up.
+        let room = run.sink.has_room();
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
@@ -849,7 +855,12 @@ async fn run_once(
                     break Err(e);
                 }
             }
-            item = rx.recv(), if !paused => {
+            _ = tokio::time::sleep(WINDOW_POLL), if !room => {
+                if let Err(e) = run.sink.check() {
+                    break Err(e.into());
+                }
+            }
+            item = rx.recv(), if !paused && room => {
                 match item {
                     None => break Err(anyhow::anyhow!("the binlog reader stopped")),
                     Some(Err(e)) => break Err(anyhow::Error::new(e).context("replication stopped")),

@@ -185,6 +185,30 @@ fn message_timeout_is_a_delivery_failure_not_a_loss() {
     );
 }
 
+/// A module that names a topic the cluster lacks must not create it: librdkafka's
+/// producer asks the broker to auto-create topics unless told otherwise, and the mock
+/// cluster, like a Kafka broker with its default settings, obliges.
+#[test]
+fn a_missing_topic_is_not_created_by_publishing() {
+    let m = mock();
+    let brokers = m.bootstrap_servers();
+    let mut sink = KafkaSink::new(&brokers, &BTreeMap::new(), &cfg(&brokers)).expect("sink");
+    let mut stray = msg(1, 0);
+    stray.topic = Arc::from("typo.orders");
+    sink.send(stray).expect("queued");
+    // Time for librdkafka to look the topic up (it does so at once for a new topic).
+    std::thread::sleep(Duration::from_secs(2));
+    let err = sink
+        .check_topics(&["typo.orders".to_string()])
+        .expect_err("the topic must still be missing");
+    assert!(
+        err.to_string().contains("`typo.orders` does not exist"),
+        "{err}"
+    );
+    sink.check_topics(&["t".to_string()])
+        .expect("the real topic is there");
+}
+
 /// A fatal idempotent-producer error (out-of-order sequence, injected by the mock
 /// cluster) under a live `sluice run`: the checkpoint stays at what was acknowledged,
 /// the pipeline rebuilds the producer and resumes from the checkpoint, and every row
@@ -302,5 +326,122 @@ async fn fatal_producer_error_rebuilds_and_resumes() {
     let end: Vec<mysql_async::Row> = db.query("SHOW MASTER STATUS").await.expect("status");
     let end_pos: Option<u64> = end.first().and_then(|r| r.get(1));
     assert_eq!(cp["position"].as_u64(), end_pos, "checkpoint at the end");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The in-flight window full of messages that cannot be delivered (their partitions'
+/// leader is down) stops reading, not the pipeline: what was acknowledged before them
+/// is still checkpointed while they wait, and once the broker is back everything is
+/// delivered and checkpointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_window_still_checkpoints_what_was_acknowledged() {
+    use mysql_async::prelude::Queryable;
+    use sluice_tests::agent::Agent;
+    use sluice_tests::live::{exec, server};
+    const PARTS: i32 = 2;
+    // Two brokers: `window.fast` is led by broker 1, `window.stuck` by broker 2, which
+    // is down.
+    let m = MockCluster::new(2).expect("mock cluster");
+    for (topic, leader) in [("window.fast", 1), ("window.stuck", 2)] {
+        m.create_topic(topic, PARTS, 1).expect("topic");
+        for p in 0..PARTS {
+            m.partition_leader(topic, p, Some(leader)).expect("leader");
+        }
+    }
+    m.broker_down(2).expect("down");
+    let brokers = m.bootstrap_servers();
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS window").await;
+    exec(&mut db, "CREATE DATABASE window").await;
+    for t in ["fast", "stuck"] {
+        exec(
+            &mut db,
+            &format!("CREATE TABLE window.{t} (id BIGINT PRIMARY KEY, v VARCHAR(20))"),
+        )
+        .await;
+    }
+    let status = async |db: &mut mysql_async::Conn| -> (String, u64) {
+        let rows: Vec<mysql_async::Row> = db.query("SHOW MASTER STATUS").await.expect("status");
+        let row = rows.first().expect("binary logging is on");
+        (row.get(0).expect("file"), row.get(1).expect("position"))
+    };
+    // The backlog the agent starts on: 30 transactions it can publish, then 60 it
+    // cannot, three times its window of 20 messages.
+    let (file, start) = status(&mut db).await;
+    for i in 0..30 {
+        exec(
+            &mut db,
+            &format!("INSERT INTO window.fast VALUES ({i}, 'f{i}')"),
+        )
+        .await;
+    }
+    let (_, fast_end) = status(&mut db).await;
+    for i in 0..60 {
+        exec(
+            &mut db,
+            &format!("INSERT INTO window.stuck VALUES ({i}, 's{i}')"),
+        )
+        .await;
+    }
+    let (_, end) = status(&mut db).await;
+
+    let dir = sluice_tests::scratch_dir("window");
+    let config = dir.join("sluice.toml");
+    let source = sluice_tests::e2e::source_toml(&srv, 4_500_002)
+        .replace("start = \"latest\"", &format!("start = \"{file}:{start}\""));
+    std::fs::write(
+        &config,
+        format!(
+            r#"{source}
+[[modules]]
+name = "canal"
+file = "{}"
+[modules.config]
+"canal.mq.dynamicTopic" = 'window\..*'
+"canal.mq.partitionsNum" = "{PARTS}"
+"canal.mq.partitionHash" = '.*\..*:$pk$'
+
+[sink]
+kind = "kafka"
+brokers = "{brokers}"
+max_in_flight = 20
+
+[checkpoint]
+path = "{}"
+
+[admin]
+listen = "127.0.0.1:0"
+"#,
+            env!("GUEST_CANAL_COMPAT"),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let position = || -> Option<u64> {
+        let text = std::fs::read_to_string(dir.join("cp")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["position"].as_u64()
+    };
+    let wait_for = |want: u64, what: &str| {
+        let t = Instant::now();
+        while position() != Some(want) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{what}: checkpoint at {:?}, expected {want}",
+                position()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    wait_for(fast_end, "acknowledged transactions before a full window");
+    // It stays there: nothing of `window.stuck` is acknowledged.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(position(), Some(fast_end));
+    m.broker_up(2).expect("up");
+    wait_for(end, "after the broker came back");
+    agent.kill9();
     std::fs::remove_dir_all(&dir).ok();
 }

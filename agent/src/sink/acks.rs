@@ -28,25 +28,28 @@ pub struct Acks {
     txns: BTreeMap<u64, Txn>,
     safe: Option<Checkpoint>,
     in_flight: u64,
+    in_flight_bytes: u64,
     acked: u64,
 }
 
 impl Acks {
-    /// A message of transaction `seq` was handed to the sink.
-    pub fn sent(&mut self, seq: u64) {
+    /// A message of transaction `seq`, `bytes` long, was handed to the sink.
+    pub fn sent(&mut self, seq: u64, bytes: u64) {
         self.txns.entry(seq).or_default().pending += 1;
         self.in_flight += 1;
+        self.in_flight_bytes += bytes;
         let m = metrics::global();
         m.messages_sent.inc();
         m.in_flight.inc();
     }
 
-    /// A message of transaction `seq` was acknowledged.
-    pub fn acked(&mut self, seq: u64) {
+    /// A message of transaction `seq`, `bytes` long, was acknowledged.
+    pub fn acked(&mut self, seq: u64, bytes: u64) {
         if let Some(t) = self.txns.get_mut(&seq) {
             t.pending = t.pending.saturating_sub(1);
         }
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
         self.acked += 1;
         let m = metrics::global();
         m.messages_acked.inc();
@@ -89,6 +92,11 @@ impl Acks {
         self.in_flight
     }
 
+    /// Bytes (payload and key) of the messages in flight.
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.in_flight_bytes
+    }
+
     /// Messages acknowledged so far.
     pub fn acked_total(&self) -> u64 {
         self.acked
@@ -118,21 +126,22 @@ mod tests {
     #[test]
     fn watermark_moves_in_order_only() {
         let mut a = Acks::default();
-        a.sent(1);
-        a.sent(1);
+        a.sent(1, 10);
+        a.sent(1, 20);
         a.committed(1, cp(100), Instant::now());
-        a.sent(2);
+        a.sent(2, 5);
         a.committed(2, cp(200), Instant::now());
         a.committed(3, cp(300), Instant::now()); // a transaction without messages
-        a.acked(2);
+        assert_eq!(a.in_flight_bytes(), 35);
+        a.acked(2, 5);
         assert_eq!(a.safe(), None, "txn 1 still has messages in flight");
-        a.acked(1);
+        a.acked(1, 10);
         assert_eq!(a.safe(), None);
-        a.acked(1);
+        a.acked(1, 20);
         assert_eq!(a.safe().map(|c| c.position), Some(300));
-        assert_eq!(a.in_flight(), 0);
-        a.sent(4);
-        a.acked(4);
+        assert_eq!((a.in_flight(), a.in_flight_bytes()), (0, 0));
+        a.sent(4, 1);
+        a.acked(4, 1);
         assert_eq!(a.safe().map(|c| c.position), Some(300), "not committed yet");
     }
 }

@@ -9,6 +9,12 @@
 //! `ThreadedProducer` polls in 100 ms slices, and each slice ends in up to a millisecond
 //! of busy-waiting: ~1% of a core on an idle agent. Longer slices cost 0.2%.)
 //!
+//! In-flight messages are bounded twice: softly by [`KafkaSink::has_room`], which the
+//! pipeline asks before it takes the next binlog event (so while the window is full it
+//! keeps persisting acknowledged checkpoints, serving commands and signals), and hard by
+//! librdkafka's queue limits, past which a send waits (one event's messages can
+//! overshoot the soft bound).
+//!
 //! Invariants: a message counts as acknowledged only in librdkafka's delivery report
 //! with no error; a delivery error (after librdkafka's own retries, within
 //! `message.timeout.ms`) or a fatal producer error stops the pipeline, which then
@@ -44,9 +50,9 @@ impl ProducerContext for AckContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, txn: usize) {
         match result {
-            Ok(_) => {
+            Ok(msg) => {
                 if let Ok(mut a) = self.acks.lock() {
-                    a.acked(txn as u64);
+                    a.acked(txn as u64, message_bytes(msg.payload_len(), msg.key()));
                 }
             }
             Err((e, msg)) => {
@@ -63,6 +69,17 @@ impl ProducerContext for AckContext {
         }
     }
 }
+
+/// What a message weighs against the in-flight bound: its payload and key, as
+/// librdkafka counts it against `queue.buffering.max.kbytes`.
+fn message_bytes(payload: usize, key: Option<&[u8]>) -> u64 {
+    (payload + key.map_or(0, <[u8]>::len)) as u64
+}
+
+/// The soft bound on bytes in flight; librdkafka's hard one (`queue.buffering.max.kbytes`)
+/// is [`HARD_KBYTES`], leaving room for the overshoot of one binlog event's messages.
+const SOFT_BYTES: u64 = 12 << 20;
+const HARD_KBYTES: u64 = 16 << 10;
 
 /// How long one poll of the delivery-report queue may block; also the longest a
 /// dropped sink waits for its polling thread.
@@ -165,12 +182,15 @@ impl KafkaSink {
             .set("linger.ms", "5")
             .set(
                 "queue.buffering.max.messages",
-                cfg.max_in_flight.max(1000).to_string(),
+                (cfg.max_in_flight.max(1000) * 2).to_string(),
             )
             .set("message.timeout.ms", "300000")
+            // A topic a module names that does not exist is an error, not a new topic
+            // (librdkafka's producer default is to ask the broker to create it).
+            .set("allow.auto.create.topics", "false")
             // In-flight bytes are bounded too, not just messages: memory stays flat
             // whatever the message size (a full queue backpressures the reader).
-            .set("queue.buffering.max.kbytes", "16384");
+            .set("queue.buffering.max.kbytes", HARD_KBYTES.to_string());
         for (k, v) in properties {
             c.set(k, v);
         }
@@ -191,12 +211,35 @@ impl KafkaSink {
             })
             .map_err(setup)?,
         );
-        Ok(KafkaSink {
+        let sink = KafkaSink {
             _poller: Poller::start(producer.clone())?,
             producer,
             max_in_flight: cfg.max_in_flight as u64,
             client,
-        })
+        };
+        sink.warm_up(&cfg.default_topic);
+        Ok(sink)
+    }
+
+    /// Connects to the cluster now rather than on the first message. An idempotent
+    /// producer may not send before it holds a producer id, and librdkafka asks for one
+    /// on a 500 ms timer, or at once when a metadata answer arrives from a connected
+    /// broker. The bootstrap connection is dropped once the cluster's own brokers are
+    /// known, so a first lookup learns them and a second, answered by one of them,
+    /// gets the id: the first transaction after a (re)start is published ~1 s sooner.
+    /// A broker that does not answer is not an error here (messages wait for it, and
+    /// `check_topics` reports it where topics are declared).
+    fn warm_up(&self, topic: &str) {
+        for _ in 0..2 {
+            if let Err(e) = self
+                .producer
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+            {
+                tracing::debug!(message = "Broker not reachable yet.", error = %e);
+                return;
+            }
+        }
     }
 
     /// A topic creator using the producer's connection settings.
@@ -254,21 +297,19 @@ impl KafkaSink {
         }
     }
 
-    /// Counts a message of `txn` as in flight once the window has room, waiting (and
-    /// watching for failures) while it is full. One lock per message on the way.
-    fn reserve(&self, txn: u64) -> Result<(), SinkError> {
-        loop {
-            match self.producer.context().acks.lock() {
-                Ok(mut a) if a.in_flight() < self.max_in_flight => {
-                    a.sent(txn);
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
-            }
-            std::thread::sleep(Duration::from_millis(1));
-            self.check_failure()?;
-        }
+    /// Whether the soft in-flight bound (messages and bytes) has room for more.
+    pub fn has_room(&self) -> bool {
+        self.producer
+            .context()
+            .acks
+            .lock()
+            .map(|a| a.in_flight() < self.max_in_flight && a.in_flight_bytes() < SOFT_BYTES)
+            .unwrap_or(true)
+    }
+
+    /// Fails if a delivery or the producer failed.
+    pub fn check(&self) -> Result<(), SinkError> {
+        self.check_failure()
     }
 
     fn in_flight(&self) -> u64 {
@@ -280,9 +321,12 @@ impl KafkaSink {
             .unwrap_or(0)
     }
 
-    /// Queues a message, waiting while too many are in flight.
+    /// Queues a message, waiting only while librdkafka's own queue is full.
     pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
-        self.reserve(m.txn)?;
+        match self.producer.context().acks.lock() {
+            Ok(mut a) => a.sent(m.txn, message_bytes(m.payload.len(), m.key.as_deref())),
+            Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
+        }
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
             headers = headers.insert(Header {

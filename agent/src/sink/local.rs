@@ -100,7 +100,7 @@ impl LocalSink {
         if let Err(e) = self.out.write_all(&self.line) {
             return Err(self.io(e));
         }
-        self.acks.sent(m.txn);
+        self.acks.sent(m.txn, 0);
         self.unflushed.push(m.txn);
         Ok(())
     }
@@ -111,7 +111,7 @@ impl LocalSink {
             return Err(self.io(e));
         }
         for t in self.unflushed.drain(..) {
-            self.acks.acked(t);
+            self.acks.acked(t, 0);
         }
         self.acks.committed(txn, cp, seen);
         Ok(())

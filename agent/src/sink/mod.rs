@@ -113,7 +113,24 @@ impl Sink {
         }
     }
 
-    /// Publishes a message (may wait while too many are in flight).
+    /// Whether the sink has room for more messages (the pipeline reads no further
+    /// events while it has not, but keeps checkpointing and serving commands).
+    pub fn has_room(&self) -> bool {
+        match self {
+            Sink::Local(_) => true,
+            Sink::Kafka(k) => k.has_room(),
+        }
+    }
+
+    /// Fails if an earlier message could not be delivered.
+    pub fn check(&self) -> Result<(), SinkError> {
+        match self {
+            Sink::Local(_) => Ok(()),
+            Sink::Kafka(k) => k.check(),
+        }
+    }
+
+    /// Publishes a message (waits only while the Kafka client's own queue is full).
     pub fn send(&mut self, msg: OutMessage) -> Result<(), SinkError> {
         match self {
             Sink::Local(s) => s.send(msg),
