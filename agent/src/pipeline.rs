@@ -873,6 +873,9 @@ async fn run_once(
             }
         }
     };
+    // Closing the channel first: a reader parked on a full channel would otherwise never
+    // see the cancellation, and this wait would never end.
+    drop(rx);
     reader_cancel.cancel();
     let _ = reader.await;
     if result.is_ok() {
