@@ -282,7 +282,8 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn check_failure(&self) -> Result<(), SinkError> {
+    /// Fails if a delivery or the producer failed.
+    pub fn check(&self) -> Result<(), SinkError> {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             return Err(SinkError::Setup(format!(
                 "fatal producer error {code:?}: {reason}"
@@ -305,11 +306,6 @@ impl KafkaSink {
             .lock()
             .map(|a| a.in_flight() < self.max_in_flight && a.in_flight_bytes() < SOFT_BYTES)
             .unwrap_or(true)
-    }
-
-    /// Fails if a delivery or the producer failed.
-    pub fn check(&self) -> Result<(), SinkError> {
-        self.check_failure()
     }
 
     fn in_flight(&self) -> u64 {
@@ -350,7 +346,7 @@ impl KafkaSink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(2));
-                    self.check_failure()?;
+                    self.check()?;
                 }
                 Err((e, _)) => {
                     return Err(SinkError::Delivery {
@@ -361,7 +357,7 @@ impl KafkaSink {
                 }
             }
         }
-        self.check_failure()
+        self.check()
     }
 
     /// Marks transaction `txn`, first seen at `seen`, complete.
@@ -369,12 +365,12 @@ impl KafkaSink {
         if let Ok(mut a) = self.producer.context().acks.lock() {
             a.committed(txn, cp, seen);
         }
-        self.check_failure()
+        self.check()
     }
 
     /// The newest acknowledged boundary.
     pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        self.check_failure()?;
+        self.check()?;
         Ok(self
             .producer
             .context()
@@ -395,7 +391,7 @@ impl KafkaSink {
                 });
             }
             std::thread::sleep(Duration::from_millis(5));
-            self.check_failure()?;
+            self.check()?;
         }
         Ok(())
     }
