@@ -334,6 +334,30 @@ pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
 ];
 
 impl Config {
+    /// Topics the configuration names, which must exist before anything is published
+    /// (`sluice check` and startup look them up): dead-letter topics, the default topic
+    /// when no module routes, and the exact names (not `prefix*`) modules may write to.
+    pub fn declared_topics(&self) -> Vec<String> {
+        let mut topics = Vec::new();
+        if self.modules.is_empty() {
+            topics.push(self.sink.default_topic.clone());
+        }
+        if let Oversize::DeadLetter(t) = &self.sink.oversize {
+            topics.push(t.clone());
+        }
+        for (spec, _) in &self.modules {
+            if let Policy::DeadLetter(t) = &spec.on_error {
+                topics.push(t.clone());
+            }
+            if let AllowedTopics::Only(list) = &spec.topics {
+                topics.extend(list.iter().filter(|t| !t.ends_with('*')).cloned());
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        topics.retain(|t| seen.insert(t.clone()));
+        topics
+    }
+
     /// Reads and validates `path`. Relative paths in it are relative to the file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text =
@@ -595,6 +619,22 @@ mod tests {
 
     const BASE: &str =
         "[source]\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword_env = \"HOME\"\nserver_id = 7\n";
+
+    #[test]
+    fn declared_topics_are_the_ones_startup_must_find() {
+        let module = write_file("m.wasm", "");
+        let cfg = parse(&format!(
+            "{BASE}[sink]\nkind = \"kafka\"\nbrokers = \"b:9092\"\ndefault_topic = \"unused\"\non_oversize = \"dead-letter\"\noversize_topic = \"big\"\n\
+             [[modules]]\nname = \"a\"\nfile = \"{module}\"\ntopics = [\"orders\", \"orders.*\", \"big\"]\non_error = \"dead-letter\"\ndead_letter_topic = \"a.dlq\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.declared_topics(), ["big", "a.dlq", "orders"]);
+        let cfg = parse(&format!(
+            "{BASE}[sink]\nkind = \"kafka\"\nbrokers = \"b:9092\"\ndefault_topic = \"all\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.declared_topics(), ["all"]);
+    }
 
     #[test]
     fn unknown_keys_are_named() {

@@ -499,11 +499,7 @@ async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
         println!("module {}: ok (version {})", spec.name, code.short_hash());
     }
     let sink = sluice::sink::Sink::open(&cfg.sink)?;
-    let mut topics = vec![];
-    if cfg.modules.is_empty() {
-        topics.push(cfg.sink.default_topic.clone());
-    }
-    sink.check_topics(&topics)?;
+    sink.check_topics(&cfg.declared_topics())?;
     println!("sink: ok");
     let src = sluice::source::BinlogSource::connect(
         cfg.source.clone(),

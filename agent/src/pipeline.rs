@@ -139,6 +139,8 @@ struct Run<'a> {
     txn_seen: Instant,
     /// `message = "transaction"`: the open transaction's messages per destination.
     gathered: Vec<Gathered>,
+    /// Whether the status shows messages held for a missing topic.
+    holding: bool,
     /// Modules already warned about a bad `sluice.format` header.
     bad_format_warned: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
@@ -330,6 +332,16 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Shows in the status (and so in `/readyz`) why messages are held, while they are.
+    fn report_held(&mut self) {
+        let held = self.sink.waiting_for();
+        if held.is_some() != self.holding {
+            self.holding = held.is_some();
+            let why = held.map(|e| e.to_string());
+            self.ctl.update(|s| s.sink_error = why);
+        }
     }
 
     /// The format of a delivery: the module's `sluice.format` decision header, else the
@@ -675,10 +687,9 @@ pub async fn run(
             Ok(s) => return Ok(s),
             Err(e) => {
                 ctl.update(|s| s.sink_error = Some(format!("{e:#}")));
-                let retryable = e.downcast_ref::<SinkError>().is_some_and(|s| {
-                    matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_))
-                        && !s.to_string().contains("does not exist")
-                });
+                let retryable = e
+                    .downcast_ref::<SinkError>()
+                    .is_some_and(|s| matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_)));
                 if !retryable || cancel.is_cancelled() {
                     return Err(e);
                 }
@@ -717,21 +728,7 @@ async fn run_once(
     let routers = load_routers(cfg)?;
     ctl.set_status(routers.as_ref().map(|r| r.status()));
     let sink = Sink::open(&cfg.sink)?;
-    let mut topics: Vec<String> = cfg
-        .modules
-        .iter()
-        .filter_map(|(s, _)| match &s.on_error {
-            crate::router::Policy::DeadLetter(t) => Some(t.clone()),
-            _ => None,
-        })
-        .collect();
-    if routers.is_none() {
-        topics.push(cfg.sink.default_topic.clone());
-    }
-    if let Oversize::DeadLetter(t) = &cfg.sink.oversize {
-        topics.push(t.clone());
-    }
-    sink.check_topics(&topics)?;
+    sink.check_topics(&cfg.declared_topics())?;
 
     let source = BinlogSource::connect(cfg.source.clone(), resume.clone())
         .await
@@ -804,6 +801,7 @@ async fn run_once(
         in_txn: false,
         txn_seen: Instant::now(),
         gathered: Vec::new(),
+        holding: false,
         bad_format_warned: Default::default(),
     };
     let mut watcher = cfg.modules_dir.as_deref().map(ModuleDir::new);
@@ -856,9 +854,10 @@ async fn run_once(
                 }
             }
             _ = tokio::time::sleep(WINDOW_POLL), if !room => {
-                if let Err(e) = run.sink.check() {
+                if let Err(e) = run.sink.check().and_then(|()| run.sink.release_held()) {
                     break Err(e.into());
                 }
+                run.report_held();
             }
             item = rx.recv(), if !paused && room => {
                 match item {
@@ -878,14 +877,24 @@ async fn run_once(
     drop(rx);
     reader_cancel.cancel();
     let _ = reader.await;
-    if result.is_ok() {
-        // Clean shutdown: an open transaction stays unacknowledged (it is re-read on
-        // restart); everything committed is drained and checkpointed.
-        run.sink.drain(DRAIN_TIMEOUT)?;
-    }
+    // Clean shutdown: an open transaction stays unacknowledged (it is re-read on
+    // restart); everything committed is drained and checkpointed.
+    let drained = match &result {
+        Ok(()) => match run.sink.drain(DRAIN_TIMEOUT) {
+            // A stop asked for while messages wait for their topic: they are re-read
+            // from the checkpoint at the next start, so this is no failure of the stop.
+            Err(e @ SinkError::MissingTopic { .. }) => {
+                tracing::warn!(message = "Stopping with messages held.", reason = %e);
+                Ok(())
+            }
+            other => other,
+        },
+        Err(_) => Ok(()),
+    };
     // Whatever happened, record what is safe.
     let saved = run.save_checkpoint().and_then(|()| run.writer.flush());
     result?;
+    drained?;
     saved?;
     let (_, acked) = run.sink.counts();
     tracing::info!(

@@ -62,6 +62,25 @@ fn admin_get(port: u16, path: &str) -> (u16, String) {
     }
 }
 
+/// Runs `sluice ctl` against the agent's admin API: (exit code, stdout and stderr).
+fn ctl(port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(sluice_tests::agent::binary())
+        .arg("ctl")
+        .arg("--admin")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(args)
+        .output()
+        .expect("sluice ctl runs");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 const TOPICS: [&str; 3] = ["e2e.t1", "e2e.t2", "e2e.default"];
 
 /// An empty broker with the scenario's topics and freshly created tables.
@@ -257,28 +276,11 @@ async fn admin_api_creates_topics() {
         &[("SLUICE_E2E_PASSWORD", &srv.repl.1)],
     );
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(sluice_tests::agent::binary())
-            .arg("ctl")
-            .arg("--admin")
-            .arg(format!("http://127.0.0.1:{port}"))
-            .args(args)
-            .output()
-            .expect("sluice ctl runs");
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
-    let (code, out) = ctl(&["create-topic", "ops.created", "--partitions", "3"]);
+    let (code, out) = ctl(port, &["create-topic", "ops.created", "--partitions", "3"]);
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = ctl(&["create-topic", "ops.defaulted"]);
+    let (code, out) = ctl(port, &["create-topic", "ops.defaulted"]);
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = ctl(&["create-topic", "ops.created", "--partitions", "3"]);
+    let (code, out) = ctl(port, &["create-topic", "ops.created", "--partitions", "3"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("409") && out.contains("`ops.created` already exists"),
@@ -299,6 +301,158 @@ async fn admin_api_creates_topics() {
             .map(|t| t.partitions().len());
         assert_eq!(parts, Some(want), "{topic}");
     }
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A module routes rows to a topic that does not exist (its allowed topics are a
+/// prefix, so startup cannot know the name): the messages are held, in order, the
+/// checkpoint stays before them, `/readyz` names the topic, SIGTERM still stops the agent
+/// cleanly; once the topic is created through the admin API everything is published,
+/// nothing lost, nothing duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_holds_messages_until_it_is_created() {
+    let _guard = BROKER.lock().await;
+    fresh_broker(&["e2e.t1", "e2e.default"], PARTITIONS as u32);
+    let srv = server();
+    let mut admin = srv.admin().await;
+    setup(&mut admin).await;
+    let dir = sluice_tests::scratch_dir("e2e-late-topic");
+    let (config, port) = kafka_config(&dir, &srv, 4_300_006, "", "");
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    for sql in [
+        "INSERT INTO e2e.t1 (id, v, d) VALUES (1, 'before', 1.00)",
+        "INSERT INTO e2e.t2 (k, n) VALUES ('held', 1)",
+        "INSERT INTO e2e.t1 (id, v, d) VALUES (2, 'after', 2.00)",
+    ] {
+        sluice_tests::live::exec(&mut admin, sql).await;
+    }
+    agent.wait_log(
+        "Holding messages until their topic can be published to.",
+        1,
+        Duration::from_secs(30),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (code, body) = loop {
+        let (code, body) = admin_get(port, "/readyz");
+        if body.contains("e2e.t2") || Instant::now() > deadline {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("topic `e2e.t2` does not exist") && body.contains("module `canal`"),
+        "{body}"
+    );
+    let reader = Reader::new(&["e2e.t1"], PARTITIONS);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut before = reader.read();
+    while before.is_empty() && Instant::now() < deadline {
+        before = reader.read();
+    }
+    // Anything published after the hold would be here too by now.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = reader.read();
+    let ids: Vec<&str> = before
+        .iter()
+        .filter_map(|m| m.value["data"][0]["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["1"],
+        "only what precedes the held message is published: {before:?}"
+    );
+    let checkpoint = || {
+        let (_, body) = admin_get(port, "/v1/checkpoint");
+        serde_json::from_str::<serde_json::Value>(&body).map(|v| v["checkpoint"].clone())
+    };
+    let cp = checkpoint().expect("checkpoint JSON");
+
+    // A stop while messages are held is a clean one: the checkpoint is before them, and
+    // the next start reads them again and holds them again.
+    let t = Instant::now();
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("Stopping with messages held."), "{text}");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log(
+        "Holding messages until their topic can be published to.",
+        2,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        checkpoint().expect("checkpoint JSON"),
+        cp,
+        "resumed where it stopped"
+    );
+
+    let partitions = PARTITIONS.to_string();
+    let (code, out) = ctl(
+        port,
+        &["create-topic", "e2e.t2", "--partitions", &partitions],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    agent.wait_log(
+        "Topic found; publishing held messages.",
+        1,
+        Duration::from_secs(30),
+    );
+
+    let reader = Reader::new(&["e2e.t1", "e2e.t2"], PARTITIONS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let all = reader.read();
+        if all.len() >= 3 || Instant::now() > deadline {
+            break all;
+        }
+    };
+    let got: Vec<(String, String)> = all
+        .iter()
+        .map(|m| {
+            (
+                m.topic.clone(),
+                (m.value["data"][0]["id"].as_str())
+                    .or(m.value["data"][0]["k"].as_str())
+                    .unwrap_or("?")
+                    .to_string(),
+            )
+        })
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            ("e2e.t1".to_string(), "1".to_string()),
+            ("e2e.t1".to_string(), "2".to_string()),
+            ("e2e.t2".to_string(), "held".to_string()),
+        ],
+        "every row once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin_get(port, "/readyz").0 != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(admin_get(port, "/readyz").0, 200, "ready again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut cp_after = checkpoint().expect("checkpoint JSON");
+    while cp_after == cp && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        cp_after = checkpoint().expect("checkpoint JSON");
+    }
+    assert_ne!(
+        cp, cp_after,
+        "the checkpoint moved past the held transaction"
+    );
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }

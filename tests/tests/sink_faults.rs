@@ -169,6 +169,10 @@ fn message_timeout_is_a_delivery_failure_not_a_loss() {
     let mut props = BTreeMap::new();
     props.insert("message.timeout.ms".to_string(), "1500".to_string());
     let mut sink = KafkaSink::new(&brokers, &props, &cfg(&brokers)).expect("sink");
+    // The topic is known (looked up on first use) before the broker goes.
+    sink.send(msg(0, 0)).expect("send");
+    sink.commit(0, cp(50), Instant::now()).expect("commit");
+    sink.drain(Duration::from_secs(20)).expect("delivered");
     m.broker_down(1).expect("down");
     for i in 0..10 {
         sink.send(msg(1, i)).expect("send");
@@ -180,14 +184,15 @@ fn message_timeout_is_a_delivery_failure_not_a_loss() {
     assert!(matches!(err, SinkError::Delivery { .. }), "{err}");
     assert_eq!(
         sink.safe_checkpoint().ok().flatten(),
-        None,
-        "nothing acknowledged, nothing checkpointed"
+        Some(cp(50)),
+        "nothing after the acknowledged transaction checkpointed"
     );
 }
 
 /// A module that names a topic the cluster lacks must not create it: librdkafka's
 /// producer asks the broker to auto-create topics unless told otherwise, and the mock
-/// cluster, like a Kafka broker with its default settings, obliges.
+/// cluster, like a Kafka broker with its default settings, obliges. Its message, and
+/// everything after it, is held and reported until the topic exists.
 #[test]
 fn a_missing_topic_is_not_created_by_publishing() {
     let m = mock();
@@ -195,9 +200,29 @@ fn a_missing_topic_is_not_created_by_publishing() {
     let mut sink = KafkaSink::new(&brokers, &BTreeMap::new(), &cfg(&brokers)).expect("sink");
     let mut stray = msg(1, 0);
     stray.topic = Arc::from("typo.orders");
-    sink.send(stray).expect("queued");
-    // Time for librdkafka to look the topic up (it does so at once for a new topic).
-    std::thread::sleep(Duration::from_secs(2));
+    sink.send(stray).expect("held");
+    sink.send(msg(1, 1)).expect("held behind it");
+    sink.commit(1, cp(100), Instant::now()).expect("commit");
+    // The hold is reported once the lookup answers.
+    let t = Instant::now();
+    let why = loop {
+        sink.release_held().expect("holding is not a failure");
+        if let Some(why) = sink.waiting_for() {
+            break why;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the hold is never reported"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        why.to_string().contains("`typo.orders` does not exist")
+            && why.to_string().contains("binlog.000001:1:0"),
+        "{why}"
+    );
+    assert!(!sink.has_room(), "nothing is taken while messages are held");
+    std::thread::sleep(Duration::from_secs(1));
     let err = sink
         .check_topics(&["typo.orders".to_string()])
         .expect_err("the topic must still be missing");
@@ -205,8 +230,29 @@ fn a_missing_topic_is_not_created_by_publishing() {
         err.to_string().contains("`typo.orders` does not exist"),
         "{err}"
     );
-    sink.check_topics(&["t".to_string()])
-        .expect("the real topic is there");
+    assert_eq!(
+        count_messages(&brokers).len(),
+        0,
+        "nothing behind the hold was sent"
+    );
+    assert_eq!(sink.safe_checkpoint().ok().flatten(), None);
+    // Created by an operator: the held messages go, in order, and the checkpoint moves.
+    m.create_topic("typo.orders", 1, 1).expect("topic");
+    let t = Instant::now();
+    while !sink.has_room() {
+        sink.release_held().expect("released");
+        assert!(t.elapsed() < Duration::from_secs(10), "never released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sink.drain(Duration::from_secs(20))
+        .expect("delivered once the topic exists");
+    assert_eq!(sink.safe_checkpoint().ok().flatten(), Some(cp(100)));
+    assert!(sink.waiting_for().is_none());
+    assert_eq!(
+        count_messages(&brokers).len(),
+        1,
+        "the message behind it, once"
+    );
 }
 
 /// A fatal idempotent-producer error (out-of-order sequence, injected by the mock

@@ -15,13 +15,18 @@
 //! librdkafka's queue limits, past which a send waits (one event's messages can
 //! overshoot the soft bound).
 //!
+//! A topic is looked up once, on first use, off the pipeline's thread; its messages,
+//! and everything after them, are held until the answer. A topic the broker does not
+//! have holds them until it is created (looked up again every 2 s); meanwhile the
+//! window counts as full and the pipeline reports why.
+//!
 //! Invariants: a message counts as acknowledged only in librdkafka's delivery report
 //! with no error; a delivery error (after librdkafka's own retries, within
 //! `message.timeout.ms`) or a fatal producer error stops the pipeline, which then
 //! resumes from the last safe checkpoint with a new producer: nothing is lost, and what
 //! is sent again carries its binlog position for deduplication.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,6 +86,13 @@ fn message_bytes(payload: usize, key: Option<&[u8]>) -> u64 {
 const SOFT_BYTES: u64 = 12 << 20;
 const HARD_KBYTES: u64 = 16 << 10;
 
+/// How long a topic lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the topic held messages wait for is looked up again.
+const HELD_RETRY: Duration = Duration::from_secs(2);
+/// How often a topic that still does not exist is logged again.
+const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// How long one poll of the delivery-report queue may block; also the longest a
 /// dropped sink waits for its polling thread.
 const POLL_SLICE: Duration = Duration::from_millis(500);
@@ -127,6 +139,27 @@ pub struct KafkaSink {
     producer: Arc<BaseProducer<AckContext>>,
     max_in_flight: u64,
     client: ClientConfig,
+    /// Topics the broker said exist (each looked up once, on first use).
+    known: HashSet<Arc<str>>,
+    /// Messages held back, in order, from the first one whose topic is not known to
+    /// exist yet: nothing behind it is produced either, so per-key order holds and the
+    /// checkpoint stays before it.
+    held: VecDeque<OutMessage>,
+    /// The lookup of the first held message's topic, on a thread of its own so that a
+    /// broker that does not answer never blocks the pipeline.
+    lookup: Option<Lookup>,
+    /// Why the first held message is still held, once a lookup said so.
+    held_because: Option<SinkError>,
+    /// When the first held message's topic is looked up again.
+    retry_at: Instant,
+    /// When the hold was last logged.
+    held_logged: Option<Instant>,
+}
+
+/// A topic lookup in progress.
+struct Lookup {
+    topic: Arc<str>,
+    answer: std::sync::mpsc::Receiver<Result<bool, KafkaError>>,
 }
 
 /// Creates topics through the broker's admin API (for `POST /v1/topics`).
@@ -164,6 +197,20 @@ impl TopicCreator {
         }
         Ok(())
     }
+}
+
+/// Whether the broker has `topic` with partitions. `Ok(false)` only on the broker's
+/// word; a broker that does not answer is an error.
+fn topic_exists(
+    producer: &BaseProducer<AckContext>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<bool, KafkaError> {
+    let md = producer.client().fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .any(|mt| mt.name() == topic && mt.error().is_none() && !mt.partitions().is_empty()))
 }
 
 fn setup(e: impl std::fmt::Display) -> SinkError {
@@ -216,6 +263,12 @@ impl KafkaSink {
             producer,
             max_in_flight: cfg.max_in_flight as u64,
             client,
+            known: HashSet::new(),
+            held: VecDeque::new(),
+            lookup: None,
+            held_because: None,
+            retry_at: Instant::now(),
+            held_logged: None,
         };
         sink.warm_up(&cfg.default_topic);
         Ok(sink)
@@ -262,24 +315,130 @@ impl KafkaSink {
     /// Fails naming the first topic that does not exist.
     pub fn check_topics(&self, topics: &[String]) -> Result<(), SinkError> {
         for t in topics {
-            let md = self
-                .producer
-                .client()
-                .fetch_metadata(Some(t), Duration::from_secs(10))
-                .map_err(|e| {
-                    SinkError::Setup(format!("cannot read metadata of topic `{t}`: {e}"))
-                })?;
-            let ok = md
-                .topics()
-                .iter()
-                .any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty());
-            if !ok {
-                return Err(SinkError::Setup(format!(
-                    "topic `{t}` does not exist on the broker; create it (Sluice does not create topics)"
-                )));
+            match topic_exists(&self.producer, t, Duration::from_secs(10)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(SinkError::MissingTopic {
+                        topic: t.clone(),
+                        context: None,
+                    });
+                }
+                Err(e) => {
+                    return Err(SinkError::Setup(format!(
+                        "cannot read metadata of topic `{t}`: {e}"
+                    )));
+                }
             }
         }
         Ok(())
+    }
+
+    /// The topic held messages wait for, if a lookup said it is missing or could not be
+    /// made.
+    pub fn waiting_for(&self) -> Option<SinkError> {
+        let m = self.held.front()?;
+        match self.held_because.as_ref()? {
+            SinkError::MissingTopic { topic, .. } => {
+                let module = m
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "sluice.module")
+                    .map(|(_, v)| format!("routed by module `{}`, ", String::from_utf8_lossy(v)))
+                    .unwrap_or_default();
+                Some(SinkError::MissingTopic {
+                    topic: topic.clone(),
+                    context: Some(format!(
+                        "{module}{} message(s) held from binlog position {}; nothing after it is published until it exists",
+                        self.held.len(),
+                        m.position
+                    )),
+                })
+            }
+            other => Some(SinkError::Setup(other.to_string())),
+        }
+    }
+
+    /// Starts looking up `topic` on a thread of its own.
+    fn look_up(&mut self, topic: Arc<str>) {
+        let (tx, answer) = std::sync::mpsc::channel();
+        let producer = self.producer.clone();
+        let name = topic.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sluice-topic".into())
+            .spawn(move || {
+                let _ = tx.send(topic_exists(&producer, &name, LOOKUP_TIMEOUT));
+            });
+        match spawned {
+            Ok(_) => self.lookup = Some(Lookup { topic, answer }),
+            Err(e) => {
+                self.held_because = Some(SinkError::Setup(format!(
+                    "cannot look up topic `{topic}`: {e}"
+                )));
+                self.retry_at = Instant::now() + HELD_RETRY;
+            }
+        }
+    }
+
+    /// Moves held messages along: takes a lookup's answer, produces what is held (in
+    /// order) once its topic is known, starts the next lookup when one is due.
+    pub fn release_held(&mut self) -> Result<(), SinkError> {
+        if let Some(l) = &self.lookup {
+            let answer = match l.answer.try_recv() {
+                Ok(a) => a,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail))
+                }
+            };
+            let topic = l.topic.clone();
+            self.lookup = None;
+            match answer {
+                Ok(true) => {
+                    if self.held_because.take().is_some() {
+                        tracing::info!(message = "Topic found; publishing held messages.", topic = %topic);
+                    }
+                    self.known.insert(topic);
+                }
+                Ok(false) => self.hold_because(SinkError::MissingTopic {
+                    topic: topic.to_string(),
+                    context: None,
+                }),
+                Err(e) => self.hold_because(SinkError::Setup(format!(
+                    "cannot look up topic `{topic}`: {e}"
+                ))),
+            }
+        }
+        while let Some(m) = self.held.front() {
+            if !self.known.contains(&m.topic) {
+                if self.lookup.is_none() && Instant::now() >= self.retry_at {
+                    let topic = m.topic.clone();
+                    self.look_up(topic);
+                }
+                return Ok(());
+            }
+            if let Some(m) = self.held.pop_front() {
+                self.produce(m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records why the first held message stays held, and says so (once a minute).
+    fn hold_because(&mut self, why: SinkError) {
+        self.retry_at = Instant::now() + HELD_RETRY;
+        if self
+            .held_logged
+            .is_none_or(|t| t.elapsed() >= HELD_LOG_EVERY)
+        {
+            self.held_logged = Some(Instant::now());
+            let position = self.held.front().map(|m| m.position.clone());
+            tracing::error!(
+                message = "Holding messages until their topic can be published to.",
+                reason = %why,
+                position = %position.unwrap_or_default(),
+            );
+        }
+        self.held_because = Some(why);
     }
 
     /// Fails if a delivery or the producer failed.
@@ -304,7 +463,11 @@ impl KafkaSink {
             .context()
             .acks
             .lock()
-            .map(|a| a.in_flight() < self.max_in_flight && a.in_flight_bytes() < SOFT_BYTES)
+            .map(|a| {
+                self.held.is_empty()
+                    && a.in_flight() < self.max_in_flight
+                    && a.in_flight_bytes() < SOFT_BYTES
+            })
             .unwrap_or(true)
     }
 
@@ -317,12 +480,26 @@ impl KafkaSink {
             .unwrap_or(0)
     }
 
-    /// Queues a message, waiting only while librdkafka's own queue is full.
+    /// Queues a message, waiting only while librdkafka's own queue is full. A message
+    /// for a topic that does not exist is held (see [`KafkaSink::release_held`]).
     pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
         match self.producer.context().acks.lock() {
             Ok(mut a) => a.sent(m.txn, message_bytes(m.payload.len(), m.key.as_deref())),
             Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
         }
+        if self.held.is_empty() && self.known.contains(&m.topic) {
+            return self.produce(m);
+        }
+        if self.held.is_empty() {
+            self.held_logged = None;
+            self.retry_at = Instant::now();
+        }
+        self.held.push_back(m);
+        self.release_held()?;
+        self.check()
+    }
+
+    fn produce(&mut self, m: OutMessage) -> Result<(), SinkError> {
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
             headers = headers.insert(Header {
@@ -380,10 +557,16 @@ impl KafkaSink {
             .and_then(|a| a.safe().cloned()))
     }
 
-    /// Waits for every in-flight message's delivery report.
+    /// Waits for every in-flight message's delivery report. Held messages are not
+    /// waited for: they are an error naming their topic once the rest is acknowledged.
     pub fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
         let start = Instant::now();
-        while self.in_flight() > 0 {
+        loop {
+            self.release_held()?;
+            let unanswered = !self.held.is_empty() && self.held_because.is_none();
+            if self.in_flight() <= self.held.len() as u64 && !unanswered {
+                break;
+            }
             if start.elapsed() > timeout {
                 return Err(SinkError::Timeout {
                     in_flight: self.in_flight(),
@@ -393,7 +576,10 @@ impl KafkaSink {
             std::thread::sleep(Duration::from_millis(5));
             self.check()?;
         }
-        Ok(())
+        match self.waiting_for() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// (in flight, acknowledged).

@@ -68,6 +68,17 @@ pub enum SinkError {
         /// The limit.
         limit: usize,
     },
+    /// A topic does not exist on the broker, and Sluice does not create topics.
+    #[error(
+        "topic `{topic}` does not exist on the broker{}; create it (for example with `sluice ctl create-topic {topic}`)",
+        context.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+    )]
+    MissingTopic {
+        /// Topic.
+        topic: String,
+        /// Who asked for it (a module and a binlog position), when known.
+        context: Option<String>,
+    },
     /// A topic to create exists already.
     #[error("topic `{0}` already exists")]
     TopicExists(String),
@@ -127,6 +138,22 @@ impl Sink {
         match self {
             Sink::Local(_) => Ok(()),
             Sink::Kafka(k) => k.check(),
+        }
+    }
+
+    /// Produces messages held for a topic that did not exist, once it does (Kafka).
+    pub fn release_held(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::Local(_) => Ok(()),
+            Sink::Kafka(k) => k.release_held(),
+        }
+    }
+
+    /// Why messages are held, if they are: a topic that does not exist (Kafka).
+    pub fn waiting_for(&self) -> Option<SinkError> {
+        match self {
+            Sink::Local(_) => None,
+            Sink::Kafka(k) => k.waiting_for(),
         }
     }
 
