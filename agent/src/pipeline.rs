@@ -687,10 +687,7 @@ pub async fn run(
             Ok(s) => return Ok(s),
             Err(e) => {
                 ctl.update(|s| s.sink_error = Some(format!("{e:#}")));
-                let retryable = e
-                    .downcast_ref::<SinkError>()
-                    .is_some_and(|s| matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_)));
-                if !retryable || cancel.is_cancelled() {
+                if !restart_may_help(&e) || cancel.is_cancelled() {
                     return Err(e);
                 }
                 failures = if started.elapsed() > Duration::from_secs(60) {
@@ -711,6 +708,15 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Whether starting over from the checkpoint with a new sink can get past `e`: a
+/// delivery that failed for good after the client's retries, or a producer that failed
+/// or could not be set up. Not a message the broker will always refuse, a missing
+/// topic, a bad module or a source error: those stop the agent with their error.
+fn restart_may_help(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<SinkError>()
+        .is_some_and(|s| matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_)))
 }
 
 /// How often a pipeline waiting for room in the sink's window looks again.
@@ -911,6 +917,36 @@ async fn run_once(
 mod tests {
     use super::*;
     use crate::event::{Charset, Column, ColumnKind, Position, TableSchema, TxnContext};
+
+    #[test]
+    fn only_failures_a_restart_can_fix_restart() {
+        let sink = |e: SinkError| anyhow::Error::new(e).context("publishing");
+        let at = || {
+            (
+                "t".to_string(),
+                "binlog.000001:4:0".to_string(),
+                "x".to_string(),
+            )
+        };
+        let (topic, position, detail) = at();
+        assert!(restart_may_help(&sink(SinkError::Delivery {
+            topic,
+            position,
+            detail
+        })));
+        assert!(restart_may_help(&sink(SinkError::Setup("fatal".into()))));
+        let (topic, position, detail) = at();
+        assert!(!restart_may_help(&sink(SinkError::TooLarge {
+            topic,
+            position,
+            detail
+        })));
+        assert!(!restart_may_help(&sink(SinkError::MissingTopic {
+            topic: "t".into(),
+            context: None
+        })));
+        assert!(!restart_may_help(&anyhow::anyhow!("replication stopped")));
+    }
 
     #[test]
     fn pk_change_becomes_delete_and_insert() {

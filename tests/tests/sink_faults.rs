@@ -189,6 +189,36 @@ fn message_timeout_is_a_delivery_failure_not_a_loss() {
     );
 }
 
+/// A message the broker refuses as too large (its limit below `max_message_bytes`) is
+/// an error naming the topic, the binlog position and the setting to change, at once:
+/// not retried for ever, not restarted (Canal #3533), not counted as delivered.
+#[test]
+fn a_message_the_broker_finds_too_large_stops_with_the_fix() {
+    let m = mock();
+    m.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let brokers = m.bootstrap_servers();
+    let mut sink = KafkaSink::new(&brokers, &BTreeMap::new(), &cfg(&brokers)).expect("sink");
+    sink.send(msg(1, 0)).expect("queued");
+    sink.commit(1, cp(100), Instant::now()).expect("commit");
+    let t = Instant::now();
+    let err = sink
+        .drain(Duration::from_secs(60))
+        .expect_err("must fail, not drop");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(matches!(err, SinkError::TooLarge { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("`t`")
+            && text.contains("binlog.000001:1:0")
+            && text.contains("sink.max_message_bytes"),
+        "{text}"
+    );
+    assert_eq!(sink.safe_checkpoint().ok().flatten(), None);
+}
+
 /// A module that names a topic the cluster lacks must not create it: librdkafka's
 /// producer asks the broker to auto-create topics unless told otherwise, and the mock
 /// cluster, like a Kafka broker with its default settings, obliges. Its message, and

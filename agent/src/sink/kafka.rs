@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 use super::acks::Acks;
@@ -64,14 +64,36 @@ impl ProducerContext for AckContext {
                 if let Ok(mut f) = self.failure.lock()
                     && f.is_none()
                 {
-                    *f = Some(SinkError::Delivery {
-                        topic: msg.topic().to_string(),
-                        position: format!("transaction #{txn}"),
-                        detail: e.to_string(),
-                    });
+                    let position = msg
+                        .headers()
+                        .and_then(|h| {
+                            h.iter()
+                                .find(|x| x.key == "sluice.position")
+                                .and_then(|x| x.value)
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                        })
+                        .unwrap_or_else(|| format!("transaction #{txn}"));
+                    *f = Some(delivery_error(e, msg.topic(), position));
                 }
             }
         }
+    }
+}
+
+/// A refused message as an error: too large (no retry can help) or otherwise.
+fn delivery_error(e: &KafkaError, topic: &str, position: String) -> SinkError {
+    let (topic, detail) = (topic.to_string(), e.to_string());
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => SinkError::TooLarge {
+            topic,
+            position,
+            detail,
+        },
+        _ => SinkError::Delivery {
+            topic,
+            position,
+            detail,
+        },
     }
 }
 
@@ -525,13 +547,7 @@ impl KafkaSink {
                     std::thread::sleep(Duration::from_millis(2));
                     self.check()?;
                 }
-                Err((e, _)) => {
-                    return Err(SinkError::Delivery {
-                        topic: m.topic.to_string(),
-                        position: m.position.clone(),
-                        detail: e.to_string(),
-                    });
-                }
+                Err((e, _)) => return Err(delivery_error(&e, &m.topic, m.position.clone())),
             }
         }
         self.check()

@@ -68,6 +68,20 @@ pub enum SinkError {
         /// The limit.
         limit: usize,
     },
+    /// The broker (or the client) refused a message as too large: its limit is below
+    /// `sink.max_message_bytes`, so the oversize policy could not apply. Sending it again
+    /// cannot help, so this stops the agent instead of restarting it.
+    #[error(
+        "the broker refused a message for `{topic}` ({position}) as too large ({detail}); set sink.max_message_bytes at or below the topic's max.message.bytes (and the broker's message.max.bytes) so that sink.on_oversize applies to such messages"
+    )]
+    TooLarge {
+        /// Topic.
+        topic: String,
+        /// Event position.
+        position: String,
+        /// The error.
+        detail: String,
+    },
     /// A topic does not exist on the broker, and Sluice does not create topics.
     #[error(
         "topic `{topic}` does not exist on the broker{}; create it (for example with `sluice ctl create-topic {topic}`)",
