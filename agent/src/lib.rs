@@ -30,3 +30,37 @@ pub mod schema;
 pub mod secret;
 pub mod sink;
 pub mod source;
+
+/// An error and its causes on one line (`a: b: c`), as anyhow's `{:#}` prints them,
+/// without a cause that the message before it already ends with (several errors here
+/// name their cause in their own message, for logs that print only that message).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_named_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(crate::binlog::BinlogError::Io {
+            file: "/x".into(),
+            source: io,
+        })
+        .context("replay stopped");
+        assert_eq!(super::describe(&e), "replay stopped: /x: no such file");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::describe(&e), "outer: inner");
+    }
+}

@@ -245,9 +245,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
-                tracing::error!(message = "Stopped with an error.", error = %format!("{e:#}"));
+                tracing::error!(message = "Stopped with an error.", error = %sluice::describe(&e));
             } else {
-                eprintln!("sluice: {e:#}");
+                eprintln!("sluice: {}", sluice::describe(&e));
             }
             ExitCode::from(1)
         }

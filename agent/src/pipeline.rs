@@ -686,7 +686,7 @@ pub async fn run(
         match result {
             Ok(s) => return Ok(s),
             Err(e) => {
-                ctl.update(|s| s.sink_error = Some(format!("{e:#}")));
+                ctl.update(|s| s.sink_error = Some(crate::describe(&e)));
                 if !restart_may_help(&e) || cancel.is_cancelled() {
                     return Err(e);
                 }
@@ -700,7 +700,7 @@ pub async fn run(
                 }
                 tracing::warn!(
                     message = "Sink failed; restarting from the last checkpoint.",
-                    error = %format!("{e:#}"),
+                    error = %crate::describe(&e),
                     attempt = failures,
                 );
                 metrics::global().restarts.inc();

@@ -33,14 +33,15 @@ fn replay_reports_corrupt_files_and_fails() {
             .expect("json");
     assert_eq!(first["op"], "c");
     assert_eq!(first["source"]["table"], "buildings");
-    assert!(
-        sluice()
-            .args(["replay", "/nonexistent"])
-            .status()
-            .expect("runs")
-            .code()
-            == Some(1)
-    );
+    let out = sluice()
+        .args(["replay", "/nonexistent"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    // The file and the cause, once each.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("/nonexistent").count(), 1, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
     assert!(
         sluice().args(["replay"]).status().expect("runs").code() == Some(2),
         "usage error"
