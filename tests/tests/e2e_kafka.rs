@@ -81,6 +81,22 @@ fn ctl(port: u16, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`) to the test broker.
+fn broker_signal(signal: &str) {
+    let pid = std::process::Command::new("bash")
+        .arg(sluice_tests::repo_root().join("scripts/tansu.sh"))
+        .arg("pid")
+        .output()
+        .expect("pid");
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    assert!(!pid.is_empty(), "broker pid");
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .map(|x| x.success());
+    assert_eq!(ok.ok(), Some(true), "kill {signal} {pid}");
+}
+
 const TOPICS: [&str; 3] = ["e2e.t1", "e2e.t2", "e2e.default"];
 
 /// An empty broker with the scenario's topics and freshly created tables.
@@ -179,21 +195,7 @@ async fn stalled_broker_loses_nothing() {
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
-    let pid = std::process::Command::new("bash")
-        .arg(sluice_tests::repo_root().join("scripts/tansu.sh"))
-        .arg("pid")
-        .output()
-        .expect("pid");
-    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-    assert!(!pid.is_empty(), "broker pid");
-    let signal = |s: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .map(|x| x.success());
-        assert_eq!(ok.ok(), Some(true), "kill {s} {pid}");
-    };
-    signal("-STOP");
+    broker_signal("-STOP");
     let writes = async {
         for p in 0..3 {
             phase(&mut admin, p).await;
@@ -213,7 +215,7 @@ async fn stalled_broker_loses_nothing() {
     });
     let stall = async {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        signal("-CONT");
+        broker_signal("-CONT");
     };
     tokio::join!(writes, stall);
     let seen = watcher.join().expect("watcher");
@@ -454,5 +456,85 @@ async fn a_missing_topic_holds_messages_until_it_is_created() {
         "the checkpoint moved past the held transaction"
     );
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// SIGTERM while the broker does not answer starts a drain that cannot finish; a second
+/// SIGTERM exits 130 at once, and the checkpoint on disk is still a safe one: restarted
+/// after the broker is back, the agent publishes every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once_and_loses_nothing() {
+    let _guard = BROKER.lock().await;
+    let (srv, mut admin) = fresh_scenario().await;
+    let dir = sluice_tests::scratch_dir("e2e-second-signal");
+    let (config, _) = kafka_config(&dir, &srv, 4_300_007, "", "");
+    let log = dir.join("agent.log");
+    let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    sluice_tests::live::exec(
+        &mut admin,
+        "INSERT INTO e2e.t1 SELECT seq, CONCAT('v', seq), seq / 100 FROM e2e.seq_1_to_2000",
+    )
+    .await;
+    // Published and acknowledged, then a stalled broker with rows in flight.
+    let reader = Reader::new(&TOPICS, PARTITIONS);
+    let t = Instant::now();
+    while replay(&reader.read()).state.len() < 2000 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "first rows never arrived"
+        );
+    }
+    broker_signal("-STOP");
+    sluice_tests::live::exec(
+        &mut admin,
+        "INSERT INTO e2e.t1 SELECT seq, CONCAT('v', seq), seq / 100 FROM e2e.seq_2001_to_4000",
+    )
+    .await;
+    std::thread::sleep(Duration::from_secs(1));
+    let first = std::process::Command::new("kill")
+        .args(["-TERM", &agent.pid().to_string()])
+        .status()
+        .map(|s| s.success());
+    assert_eq!(first.ok(), Some(true));
+    agent.wait_log("Shutting down: draining", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
+    // The second SIGTERM.
+    let code = agent.terminate(Duration::from_secs(10));
+    let stopped_in = t.elapsed();
+    broker_signal("-CONT");
+    assert_eq!(code, Some(130), "a second signal exits 130");
+    assert!(
+        stopped_in < Duration::from_secs(3),
+        "stopped in {stopped_in:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("Second signal: stopping without draining"),
+        "{text}"
+    );
+
+    // The checkpoint left behind is readable and resumes without loss.
+    let cp = std::fs::read_to_string(dir.join("cp")).expect("checkpoint file");
+    serde_json::from_str::<serde_json::Value>(&cp).expect("a whole checkpoint");
+    let agent = Agent::start(&config, &log, &env);
+    let want = db_state(&mut admin).await;
+    let t = Instant::now();
+    loop {
+        let r = replay(&reader.read());
+        if r.state == want {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "not caught up after the restart: {} of {} rows",
+            r.state.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
