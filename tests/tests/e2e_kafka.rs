@@ -97,6 +97,29 @@ fn broker_signal(signal: &str) {
     assert_eq!(ok.ok(), Some(true), "kill {signal} {pid}");
 }
 
+/// Waits until what the broker holds replays to the database's current state.
+async fn caught_up(
+    reader: &Reader,
+    admin: &mut mysql_async::Conn,
+    within: Duration,
+) -> sluice_tests::e2e::Replayed {
+    let want = db_state(admin).await;
+    let t = Instant::now();
+    loop {
+        let r = replay(&reader.read());
+        if r.state == want {
+            return r;
+        }
+        assert!(
+            t.elapsed() < within,
+            "not caught up: {} of {} rows",
+            r.state.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 const TOPICS: [&str; 3] = ["e2e.t1", "e2e.t2", "e2e.default"];
 
 /// An empty broker with the scenario's topics and freshly created tables.
@@ -224,25 +247,11 @@ async fn stalled_broker_loses_nothing() {
         "/readyz never reported the stalled checkpoint"
     );
     let reader = Reader::new(&TOPICS, PARTITIONS);
-    let want = db_state(&mut admin).await;
-    let t = Instant::now();
-    loop {
-        let r = replay(&reader.read());
-        if r.state == want {
-            eprintln!(
-                "{} row changes after a 5 s broker stall, {} duplicates",
-                r.changes, r.duplicates
-            );
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "not caught up: {} of {} rows",
-            r.state.len(),
-            want.len()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let r = caught_up(&reader, &mut admin, Duration::from_secs(180)).await;
+    eprintln!(
+        "{} row changes after a 5 s broker stall, {} duplicates",
+        r.changes, r.duplicates
+    );
     let t = Instant::now();
     while admin_get(port, "/readyz").0 != 200 {
         assert!(t.elapsed() < Duration::from_secs(30), "never ready again");
@@ -520,21 +529,7 @@ async fn a_second_signal_stops_at_once_and_loses_nothing() {
     let cp = std::fs::read_to_string(dir.join("cp")).expect("checkpoint file");
     serde_json::from_str::<serde_json::Value>(&cp).expect("a whole checkpoint");
     let agent = Agent::start(&config, &log, &env);
-    let want = db_state(&mut admin).await;
-    let t = Instant::now();
-    loop {
-        let r = replay(&reader.read());
-        if r.state == want {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "not caught up after the restart: {} of {} rows",
-            r.state.len(),
-            want.len()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    caught_up(&reader, &mut admin, Duration::from_secs(120)).await;
     assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
