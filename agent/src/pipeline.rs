@@ -335,11 +335,12 @@ impl Run<'_> {
     }
 
     /// Shows in the status (and so in `/readyz`) why messages are held, while they are.
+    /// Cheap unless the hold starts or ends, so it runs on every turn of the loop: held
+    /// messages can also be released inside a send.
     fn report_held(&mut self) {
-        let held = self.sink.waiting_for();
-        if held.is_some() != self.holding {
-            self.holding = held.is_some();
-            let why = held.map(|e| e.to_string());
+        if self.sink.holding() != self.holding {
+            let why = self.sink.waiting_for().map(|e| e.to_string());
+            self.holding = why.is_some();
             self.ctl.update(|s| s.sink_error = why);
         }
     }
@@ -818,6 +819,7 @@ async fn run_once(
         let paused = *pause.borrow_and_update();
         // A full sink window stops reading, not the loop: acknowledged checkpoints are
         // still written, commands served and signals heard while the broker catches up.
+        run.report_held();
         let room = run.sink.has_room();
         tokio::select! {
             biased;
@@ -863,7 +865,6 @@ async fn run_once(
                 if let Err(e) = run.sink.check().and_then(|()| run.sink.release_held()) {
                     break Err(e.into());
                 }
-                run.report_held();
             }
             item = rx.recv(), if !paused && room => {
                 match item {

@@ -252,6 +252,7 @@ fn a_missing_topic_is_not_created_by_publishing() {
         "{why}"
     );
     assert!(!sink.has_room(), "nothing is taken while messages are held");
+    assert!(sink.holding());
     std::thread::sleep(Duration::from_secs(1));
     let err = sink
         .check_topics(&["typo.orders".to_string()])
@@ -277,7 +278,7 @@ fn a_missing_topic_is_not_created_by_publishing() {
     sink.drain(Duration::from_secs(20))
         .expect("delivered once the topic exists");
     assert_eq!(sink.safe_checkpoint().ok().flatten(), Some(cp(100)));
-    assert!(sink.waiting_for().is_none());
+    assert!(sink.waiting_for().is_none() && !sink.holding());
     assert_eq!(
         count_messages(&brokers).len(),
         1,

@@ -355,6 +355,12 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Whether messages are held and a lookup said why (what [`KafkaSink::waiting_for`]
+    /// describes), without building the description.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty() && self.held_because.is_some()
+    }
+
     /// The topic held messages wait for, if a lookup said it is missing or could not be
     /// made.
     pub fn waiting_for(&self) -> Option<SinkError> {

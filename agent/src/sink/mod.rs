@@ -163,6 +163,14 @@ impl Sink {
         }
     }
 
+    /// Whether messages are held for a reason [`Sink::waiting_for`] gives (Kafka).
+    pub fn holding(&self) -> bool {
+        match self {
+            Sink::Local(_) => false,
+            Sink::Kafka(k) => k.holding(),
+        }
+    }
+
     /// Why messages are held, if they are: a topic that does not exist (Kafka).
     pub fn waiting_for(&self) -> Option<SinkError> {
         match self {
