@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -83,6 +84,12 @@ pub struct RawSource {
     /// UTC offset for TIMESTAMP text, e.g. `+08:00`.
     #[serde(default = "default_tz")]
     pub timezone: String,
+    /// Tables to capture, as `database.table` patterns (default: all).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Tables never captured, as `database.table` patterns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 const fn default_port() -> u16 {
@@ -405,6 +412,10 @@ impl Config {
         source.read_timeout = source.heartbeat * 3;
         source.tz_offset_secs = crate::binlog::temporal::parse_utc_offset(&s.timezone)
             .map_err(|e| anyhow::anyhow!("source.timezone: {e}"))?;
+        source.tables = Arc::new(
+            crate::source::TableSelection::new(&s.include, &s.exclude)
+                .map_err(anyhow::Error::msg)?,
+        );
 
         let mut modules = Vec::new();
         let mut module_formats = BTreeMap::new();
@@ -645,6 +656,26 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("formatt"), "{e}");
+    }
+
+    #[test]
+    fn table_lists_are_read_and_a_bad_pattern_is_named() {
+        let cfg = parse(&format!(
+            "{BASE}include = ['shop\\..*']\nexclude = ['shop\\.tmp_.*']\n[sink]\nkind = \"stdout\"\n"
+        ))
+        .unwrap();
+        assert!(cfg.source.tables.captures("shop", "orders"));
+        assert!(!cfg.source.tables.captures("shop", "tmp_1"));
+        assert!(!cfg.source.tables.captures("crm", "users"));
+        let e = parse(&format!(
+            "{BASE}include = ['shop\\.(']\n[sink]\nkind = \"stdout\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("source.include: `shop\\.(` is not a valid table pattern"),
+            "{e}"
+        );
     }
 
     #[test]

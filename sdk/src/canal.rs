@@ -93,6 +93,20 @@ impl TableFilter {
         Ok(TableFilter { patterns })
     }
 
+    /// A filter of whole patterns, not split on commas (so `{1,3}` stays one regex):
+    /// what a list in a config file gives. Each is matched like [`TableFilter::parse`]'s.
+    pub fn from_patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for p in patterns {
+            let re = RegexBuilder::new(&format!("^(?:{p})$"))
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| format!("`{p}` is not a valid table pattern: {e}"))?;
+            out.push(re);
+        }
+        Ok(TableFilter { patterns: out })
+    }
+
     /// Whether the filter has no patterns.
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()

@@ -61,7 +61,11 @@ pub fn corpora() -> PathBuf {
 
 /// Decodes a whole file; items of the events before an error are returned with it.
 pub fn decode_file(path: &Path) -> (Vec<SourceItem>, Option<BinlogError>) {
-    let mut dec = Decoder::new("", DecoderOptions::default());
+    decode_file_with(path, Decoder::new("", DecoderOptions::default()))
+}
+
+/// [`decode_file`] with a decoder set up by the caller (e.g. a table filter).
+pub fn decode_file_with(path: &Path, mut dec: Decoder) -> (Vec<SourceItem>, Option<BinlogError>) {
     let mut items = Vec::new();
     let res = read_file(
         path,

@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sluice::binlog::DecodeError;
+use std::sync::Arc;
+
+use sluice::binlog::{DecodeError, Decoder, DecoderOptions};
 use sluice::event::{Cell, ChangeEvent, ChangeKind, SourceItem};
-use sluice_tests::{corpora, decode_file, vv};
+use sluice::source::TableSelection;
+use sluice_tests::{corpora, decode_file, decode_file_with, vv};
 
 fn binlog_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -184,6 +187,62 @@ fn sakila_matches_its_dump() {
     assert!(err.is_none(), "{err:?}");
     let n = vv::compare(&changes(&items), &vv::parse(&raw)).unwrap_or_else(|e| panic!("{e}"));
     assert!(n > 50_000, "{n} values");
+}
+
+/// `source.include`/`exclude`: the decoder skips the excluded tables' changes (before
+/// decoding their rows) and leaves everything else as it was, transactions included.
+#[test]
+fn excluded_tables_are_skipped_and_nothing_else_changes() {
+    let f = corpora().join("mysql-binlog-connector-java/src/test/resources/mysql-bin.sakila.gz");
+    let (all, err) = decode_file(&f);
+    assert!(err.is_none(), "{err:?}");
+    let selection = Arc::new(
+        TableSelection::new(&[], &[r"sakila\.(payment|rental)".into()]).expect("patterns"),
+    );
+    let keep = selection.clone();
+    let dec = Decoder::new("", DecoderOptions::default())
+        .with_table_filter(Arc::new(move |db: &str, t: &str| keep.captures(db, t)));
+    let (kept, err) = decode_file_with(&f, dec);
+    assert!(err.is_none(), "{err:?}");
+
+    let excluded = |ev: &ChangeEvent| !selection.captures(&ev.table.database, &ev.table.table);
+    let all_changes = changes(&all);
+    let dropped = all_changes.iter().filter(|e| excluded(e)).count();
+    assert!(
+        dropped > 100,
+        "the file has changes of the excluded tables: {dropped}"
+    );
+    let summary = |evs: &[ChangeEvent]| -> Vec<(String, String, ChangeKind, usize)> {
+        evs.iter()
+            .map(|e| {
+                (
+                    e.position.to_string(),
+                    e.table.qualified_name(),
+                    e.kind,
+                    e.rows.len(),
+                )
+            })
+            .collect()
+    };
+    let want: Vec<ChangeEvent> = all_changes.into_iter().filter(|e| !excluded(e)).collect();
+    let got = changes(&kept);
+    assert_eq!(summary(&got), summary(&want));
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(g, w)| g.rows.data == w.rows.data)
+    );
+    let commits = |items: &[SourceItem]| {
+        items
+            .iter()
+            .filter(|i| matches!(i, SourceItem::Commit { .. }))
+            .count()
+    };
+    assert_eq!(
+        commits(&kept),
+        commits(&all),
+        "every transaction still commits"
+    );
 }
 
 fn after(ev: &ChangeEvent, row: usize, col: usize) -> String {

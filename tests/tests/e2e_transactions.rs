@@ -57,6 +57,8 @@ async fn one_message_per_transaction_and_destination() {
         &config,
         format!(
             r#"{}
+include = ['txm\..*']
+
 [[modules]]
 name = "canal"
 file = "{}"
@@ -243,7 +245,7 @@ async fn formats_per_module_and_per_decision() {
     let mut db = srv.admin().await;
     exec(&mut db, "DROP DATABASE IF EXISTS fmt").await;
     exec(&mut db, "CREATE DATABASE fmt").await;
-    for t in ["a", "b", "c"] {
+    for t in ["a", "b", "c", "skipped"] {
         exec(
             &mut db,
             &format!("CREATE TABLE fmt.{t} (id BIGINT PRIMARY KEY, v VARCHAR(20))"),
@@ -257,6 +259,9 @@ async fn formats_per_module_and_per_decision() {
         &config,
         format!(
             r#"{}
+include = ['fmt\..*']
+exclude = ['fmt\.skipped']
+
 [[modules]]
 name = "tags"
 file = "{}"
@@ -298,7 +303,8 @@ listen = "127.0.0.1:0"
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
-    for t in ["a", "b", "c"] {
+    // `fmt.skipped` is excluded: its rows (written first) must not appear.
+    for t in ["skipped", "a", "b", "c"] {
         db.query_drop(format!(
             "INSERT INTO fmt.{t} VALUES (1,'x'),(2,'y'),(3,'z')"
         ))
@@ -329,6 +335,7 @@ listen = "127.0.0.1:0"
     for m in &msgs {
         assert!(!m.headers.contains_key("sluice.format"), "{m:?}");
         let table = m.headers["sluice.table"].as_str();
+        assert_ne!(table, "skipped", "an excluded table was published: {m:?}");
         let debezium = match (m.topic.as_str(), table) {
             ("fmt.tagged", "a") => true,
             ("fmt.tagged", _) => false,

@@ -33,7 +33,12 @@ pub struct DecoderOptions {
 struct CachedTable {
     raw: Vec<u8>,
     schema: Arc<TableSchema>,
+    /// Whether the table filter keeps this table's changes.
+    captured: bool,
 }
+
+/// Which `(database, table)` changes a decoder emits; see [`Decoder::with_table_filter`].
+pub type TableFilterFn = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 struct PendingGtid {
     gtid: Option<Gtid>,
@@ -56,6 +61,7 @@ pub struct Decoder {
     gtid_state: Option<GtidState>,
     statement: Option<Arc<str>>,
     events: u64,
+    filter: Option<TableFilterFn>,
 }
 
 /// What one event was, for the caller's bookkeeping (live streams use it to track
@@ -84,7 +90,24 @@ impl Decoder {
             gtid_state: None,
             statement: None,
             events: 0,
+            filter: None,
         }
+    }
+
+    /// Emits only changes of tables `keep(database, table)` accepts. The others are
+    /// skipped before their rows are decoded (their transactions still begin and
+    /// commit, so checkpoints move past them); DDL is matched by its target table, or
+    /// as `database.` when it names none.
+    pub fn with_table_filter(mut self, keep: TableFilterFn) -> Self {
+        self.filter = Some(keep);
+        self
+    }
+
+    /// Whether changes of `database.table` are emitted.
+    pub fn captures(&self, database: &str, table: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|keep| keep(database, table))
     }
 
     /// Sets the checksum to expect before the first FORMAT_DESCRIPTION.
@@ -346,11 +369,13 @@ impl Decoder {
                             Err(e) => return Err(e),
                         }
                     }
+                    let captured = self.captures(&schema.database, &schema.table);
                     self.tables.insert(
                         id,
                         CachedTable {
                             raw: body.to_vec(),
                             schema,
+                            captured,
                         },
                     );
                 }
@@ -474,10 +499,17 @@ impl Decoder {
                 None => self.invalidate_dictionary(None),
             }
         }
+        let table = table.unwrap_or_default();
+        if !self.captures(&db, &table) {
+            if standalone {
+                self.commit(h, q.ddl_xid, out);
+            }
+            return;
+        }
         let schema = Arc::new(TableSchema {
             table_id: 0,
             database: db,
-            table: table.unwrap_or_default(),
+            table,
             columns: Vec::new(),
             primary_key: Vec::new(),
             names_known: true,
@@ -507,11 +539,12 @@ impl Decoder {
     ) -> Result<(), DecodeError> {
         let t = h.event_type;
         let id = rows::table_id(t, body, &self.fde)?;
-        let schema = self
-            .tables
-            .get(&id)
-            .map(|c| c.schema.clone())
-            .ok_or(DecodeError::UnknownTable(id))?;
+        let cached = self.tables.get(&id).ok_or(DecodeError::UnknownTable(id))?;
+        let (schema, captured) = (cached.schema.clone(), cached.captured);
+        if !captured {
+            self.begin(h, out);
+            return Ok(());
+        }
         let decoded = rows::decode(t, body, &self.fde, &schema, self.opts)?;
         let kind = rows::layout(t).map_or(ChangeKind::Insert, |l| l.kind);
         let txn = self.begin(h, out);

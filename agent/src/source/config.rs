@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use sluice_sdk::canal::TableFilter;
+
 use crate::binlog::gtid::GtidState;
 
 /// Where replication starts.
@@ -56,6 +58,42 @@ impl std::str::FromStr for StartPosition {
     }
 }
 
+/// Which tables are captured (`source.include`, `source.exclude`): patterns matched
+/// against `database.table`, whole name, case-insensitively, as Canal's
+/// `canal.instance.filter.regex` and `filter.black.regex` are. No include list captures
+/// every table; an exclude match always wins.
+#[derive(Debug, Clone, Default)]
+pub struct TableSelection {
+    include: TableFilter,
+    exclude: TableFilter,
+}
+
+impl TableSelection {
+    /// Compiles the two lists; the error names the first bad pattern and its list.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, String> {
+        let list = |key: &str, ps: &[String]| {
+            TableFilter::from_patterns(ps.iter().map(String::as_str))
+                .map_err(|e| format!("source.{key}: {e}"))
+        };
+        Ok(TableSelection {
+            include: list("include", include)?,
+            exclude: list("exclude", exclude)?,
+        })
+    }
+
+    /// Whether changes of `database.table` are captured. Statements without a table
+    /// (`CREATE DATABASE`) are matched as `database.`.
+    pub fn captures(&self, database: &str, table: &str) -> bool {
+        (self.include.is_empty() || self.include.matches(database, table))
+            && !self.exclude.matches(database, table)
+    }
+
+    /// Whether every table is captured (no lists).
+    pub fn is_all(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+}
+
 /// How to reach the server and how to replicate from it.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -83,6 +121,8 @@ pub struct SourceConfig {
     pub max_backoff: Duration,
     /// Offset from UTC, in seconds, for TIMESTAMP text.
     pub tz_offset_secs: i32,
+    /// Which tables are captured; the others are skipped before their rows are decoded.
+    pub tables: std::sync::Arc<TableSelection>,
 }
 
 impl SourceConfig {
@@ -101,6 +141,7 @@ impl SourceConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             tz_offset_secs: 0,
+            tables: Default::default(),
         }
     }
 }
@@ -125,5 +166,36 @@ mod tests {
         ));
         assert!("binlog.000003:x".parse::<StartPosition>().is_err());
         assert!("nonsense".parse::<StartPosition>().is_err());
+    }
+
+    #[test]
+    fn table_selection_includes_then_excludes() {
+        let s = |inc: &[&str], exc: &[&str]| {
+            let v = |x: &[&str]| x.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+            TableSelection::new(&v(inc), &v(exc)).expect("valid patterns")
+        };
+        let all = s(&[], &[]);
+        assert!(all.is_all() && all.captures("any", "thing"));
+        let shop = s(&[r"shop\..*", r"crm\.user_[0-9]{1,3}"], &[r"shop\.tmp_.*"]);
+        assert!(shop.captures("shop", "orders"));
+        assert!(
+            shop.captures("SHOP", "Orders"),
+            "case-insensitive, as Canal"
+        );
+        assert!(!shop.captures("shop", "tmp_x"), "exclude wins");
+        assert!(
+            shop.captures("crm", "user_12"),
+            "a pattern with a comma is one pattern"
+        );
+        assert!(!shop.captures("crm", "user_1234"), "whole name");
+        assert!(!shop.captures("other", "orders"));
+        assert!(shop.captures("shop", ""), "CREATE DATABASE shop is `shop.`");
+        let only_excl = s(&[], &[r"mysql\..*"]);
+        assert!(only_excl.captures("shop", "orders") && !only_excl.captures("mysql", "user"));
+        let bad = TableSelection::new(&[], &["shop\\.(".into()]).unwrap_err();
+        assert!(
+            bad.starts_with("source.exclude: `shop\\.(` is not a valid table pattern"),
+            "{bad}"
+        );
     }
 }

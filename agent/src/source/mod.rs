@@ -11,5 +11,5 @@ mod config;
 mod dictionary;
 mod mysql;
 
-pub use config::{SourceConfig, StartPosition};
+pub use config::{SourceConfig, StartPosition, TableSelection};
 pub use mysql::{BinlogSource, SourceError, SourceStats, bytes_behind, probe_lag};

@@ -575,7 +575,7 @@ impl BinlogSource {
             .await
             .map_err(|e| classify(e, &self.cfg, &self.resume))?;
         self.stream = Some(stream);
-        self.decoder = Decoder::new(
+        let mut decoder = Decoder::new(
             &self.resume.file,
             DecoderOptions {
                 tz_offset_secs: self.cfg.tz_offset_secs,
@@ -583,6 +583,12 @@ impl BinlogSource {
         )
         .with_initial_checksum(self.checksum)
         .with_gtid_state(self.resume.gtid.clone());
+        if !self.cfg.tables.is_all() {
+            let tables = self.cfg.tables.clone();
+            decoder = decoder
+                .with_table_filter(Arc::new(move |db: &str, t: &str| tables.captures(db, t)));
+        }
+        self.decoder = decoder;
         self.last_rx = Instant::now();
         Ok(())
     }
@@ -701,6 +707,7 @@ impl BinlogSource {
         }
         let offset = u64::from(h.log_pos()).saturating_sub(u64::from(h.event_size()));
         if let Some((db, table)) = self.decoder.peek_table_map(&self.raw)
+            && self.decoder.captures(&db, &table)
             && !self.decoder.has_dictionary(&db, &table)
         {
             self.load_dictionary(&db, &table).await?;
