@@ -30,7 +30,7 @@ use crate::format::{Format, canal, debezium};
 use crate::metrics;
 use crate::router::watch::ModuleDir;
 use crate::router::{Delivery, Route, RouteInput, RouterEngine, RouterSet};
-use crate::sink::{OutMessage, Sink, SinkError};
+use crate::sink::{HeaderValue, OutMessage, POSITION_HEADER, Sink, SinkError};
 use crate::source::{BinlogSource, SourceError};
 
 /// A decision header with which a module picks the format (`canal` or `debezium`) of
@@ -129,6 +129,15 @@ struct Run<'a> {
     ctl: Arc<Control>,
     /// Per-table metric handles, so no label set is built per change.
     table_metrics: HashMap<(u64, ChangeKind), (Arc<TableSchema>, Counter, Counter)>,
+    /// Per-table renderings every message of the table repeats, by table id.
+    tables: HashMap<u64, Arc<TableOut>>,
+    /// `sluice.type` header values, one per kind.
+    kind_headers: Vec<(ChangeKind, HeaderValue)>,
+    /// Reused across changes: destination groups and their rows (see `publish_change`).
+    groups: Vec<(usize, Format)>,
+    group_rows: Vec<Vec<usize>>,
+    /// Reused: the position header being written.
+    position: Vec<u8>,
     /// The last transaction boundary read.
     read: Option<Checkpoint>,
     /// Commit time of the open transaction (ms since the epoch).
@@ -169,19 +178,29 @@ impl Gathered {
         self.msg.payload.push(b',');
         self.msg.payload.extend_from_slice(&m.payload);
         self.events += 1;
-        if header(&self.msg, "sluice.table") != header(&m, "sluice.table")
-            || header(&self.msg, "sluice.type") != header(&m, "sluice.type")
+        if self.msg.header("sluice.table") != m.header("sluice.table")
+            || self.msg.header("sluice.type") != m.header("sluice.type")
         {
             self.mixed = true;
         }
     }
 }
 
-fn header<'m>(m: &'m OutMessage, name: &str) -> Option<&'m [u8]> {
-    m.headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_slice())
+/// What every message of one table version repeats, rendered once.
+struct TableOut {
+    canal: canal::TableJson,
+    database: HeaderValue,
+    table: HeaderValue,
+}
+
+impl TableOut {
+    fn new(t: &Arc<TableSchema>) -> Self {
+        TableOut {
+            canal: canal::TableJson::new(t),
+            database: HeaderValue::from(t.database.as_bytes()),
+            table: HeaderValue::from(t.table.as_bytes()),
+        }
+    }
 }
 
 impl Run<'_> {
@@ -251,6 +270,27 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The renderings of `t`'s table version, made on its first message.
+    fn table_out(&mut self, t: &Arc<TableSchema>) -> Arc<TableOut> {
+        match self.tables.get(&t.table_id) {
+            Some(o) if o.canal.renders(t) => o.clone(),
+            _ => {
+                let o = Arc::new(TableOut::new(t));
+                self.tables.insert(t.table_id, o.clone());
+                o
+            }
+        }
+    }
+
+    fn kind_header(&mut self, kind: ChangeKind) -> HeaderValue {
+        if let Some((_, v)) = self.kind_headers.iter().find(|(k, _)| *k == kind) {
+            return v.clone();
+        }
+        let v = HeaderValue::from(kind.canal_name().as_bytes());
+        self.kind_headers.push((kind, v.clone()));
+        v
+    }
+
     fn publish_change(
         &mut self,
         ev: &ChangeEvent,
@@ -258,78 +298,125 @@ impl Run<'_> {
         ds: &[Delivery],
     ) -> anyhow::Result<()> {
         // Rows sharing a destination form one message (Canal's split by partition); with
-        // `message = "row"`, or Debezium, one message per row.
-        let mut groups: Vec<(&Delivery, Format, Vec<usize>)> = Vec::new();
-        for d in ds {
+        // `message = "row"`, or Debezium, one message per row. Group `g` is
+        // `groups[g]` (its first delivery and format) and `group_rows[g]`; both are
+        // reused from change to change, so grouping allocates nothing once warm.
+        let mut groups = std::mem::take(&mut self.groups);
+        let mut group_rows = std::mem::take(&mut self.group_rows);
+        groups.clear();
+        for (i, d) in ds.iter().enumerate() {
             let row = d.input - first_input;
             let format = self.format_of(d);
             let per_row = self.cfg.sink.unit == MessageUnit::Row || format == Format::Debezium;
-            let same = |g: &(&Delivery, Format, Vec<usize>)| {
-                g.0.route == d.route && g.0.module == d.module && g.0.dead_letter == d.dead_letter
+            let same = |&(j, _): &(usize, Format)| {
+                let g: &Delivery = &ds[j];
+                g.route == d.route && g.module == d.module && g.dead_letter == d.dead_letter
             };
-            match groups.iter_mut().find(|g| !per_row && same(g)) {
-                Some(g) => g.2.push(row),
-                None => groups.push((d, format, vec![row])),
+            match groups.iter().position(|g| !per_row && same(g)) {
+                Some(g) => group_rows[g].push(row),
+                None => {
+                    groups.push((i, format));
+                    if group_rows.len() < groups.len() {
+                        group_rows.push(Vec::new());
+                    }
+                    let rows = &mut group_rows[groups.len() - 1];
+                    rows.clear();
+                    rows.push(row);
+                }
             }
         }
-        for (d, format, rows) in groups {
-            self.msg_id += 1;
-            self.json.clear();
-            match format {
-                Format::Canal => {
-                    canal::flat_message_rows(&mut self.json, ev, &rows, self.msg_id, now_ms())
-                }
-                Format::Debezium => debezium::envelope(&mut self.json, ev, rows[0], now_ms()),
+        let table = self.table_out(&ev.table);
+        let kind = self.kind_header(ev.kind);
+        let mut result = Ok(());
+        for (&(i, format), rows) in groups.iter().zip(&group_rows) {
+            result = self.publish_group(ev, &ds[i], format, rows, &table, &kind);
+            if result.is_err() {
+                break;
             }
-            let position = format!("{}:{}", ev.position, rows[0]);
-            let mut headers: Vec<(std::borrow::Cow<'static, str>, Vec<u8>)> = vec![
-                ("sluice.db".into(), ev.table.database.as_bytes().to_vec()),
-                ("sluice.table".into(), ev.table.table.as_bytes().to_vec()),
-                (
-                    "sluice.type".into(),
-                    ev.kind.canal_name().as_bytes().to_vec(),
-                ),
-                ("sluice.position".into(), position.as_bytes().to_vec()),
-            ];
-            if !d.module.is_empty() {
-                headers.push(("sluice.module".into(), d.module.as_bytes().to_vec()));
-                headers.push((
-                    "sluice.module.version".into(),
-                    d.version.as_bytes().to_vec(),
-                ));
-            }
-            if let Some((kind, err)) = &d.dead_letter {
-                headers.push(("sluice.error.kind".into(), kind.as_bytes().to_vec()));
-                headers.push(("sluice.error".into(), err.as_bytes().to_vec()));
-            }
-            headers.extend(
-                d.route
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| k != FORMAT_HEADER)
-                    .map(|(k, v)| (std::borrow::Cow::Owned(k.clone()), v.clone())),
-            );
-            let msg = OutMessage {
-                topic: d.route.topic.clone(),
-                partition: d.route.partition,
-                key: d.route.key.clone(),
-                headers,
-                // Hand the buffer over instead of copying it; the next message gets a
-                // fresh one sized like this.
-                payload: {
-                    let hint = self.json.len() + self.json.len() / 4 + 256;
-                    std::mem::replace(&mut self.json, Vec::with_capacity(hint))
-                },
-                txn: self.txn,
-                position,
-            };
-            let msg = self.check_size(msg, ev)?;
-            if self.cfg.sink.unit == MessageUnit::Transaction {
-                self.gather(msg)?;
-            } else {
-                self.sink.send(msg)?;
-                self.summary.messages += 1;
-            }
+        }
+        self.groups = groups;
+        self.group_rows = group_rows;
+        result
+    }
+
+    /// Renders and sends (or gathers) the message of `rows` of `ev` for delivery `d`.
+    fn publish_group(
+        &mut self,
+        ev: &ChangeEvent,
+        d: &Delivery,
+        format: Format,
+        rows: &[usize],
+        table: &TableOut,
+        kind: &HeaderValue,
+    ) -> anyhow::Result<()> {
+        self.msg_id += 1;
+        self.json.clear();
+        match format {
+            Format::Canal => canal::flat_message_rows(
+                &mut self.json,
+                ev,
+                &table.canal,
+                rows,
+                self.msg_id,
+                now_ms(),
+            ),
+            Format::Debezium => debezium::envelope(&mut self.json, ev, rows[0], now_ms()),
+        }
+        self.position.clear();
+        {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            let _ = write!(self.position, "{}:{}", ev.position, rows[0]);
+        }
+        let mut headers: Vec<(std::borrow::Cow<'static, str>, HeaderValue)> = Vec::with_capacity(
+            6 + if d.dead_letter.is_some() { 2 } else { 0 } + d.route.headers.len(),
+        );
+        headers.extend([
+            ("sluice.db".into(), table.database.clone()),
+            ("sluice.table".into(), table.table.clone()),
+            ("sluice.type".into(), kind.clone()),
+            (
+                POSITION_HEADER.into(),
+                HeaderValue::from(&self.position[..]),
+            ),
+        ]);
+        if !d.module.is_empty() {
+            headers.push(("sluice.module".into(), HeaderValue::from(d.module.clone())));
+            headers.push((
+                "sluice.module.version".into(),
+                HeaderValue::from(d.version.clone()),
+            ));
+        }
+        if let Some((kind, err)) = &d.dead_letter {
+            headers.push(("sluice.error.kind".into(), kind.as_bytes().into()));
+            headers.push(("sluice.error".into(), err.as_bytes().into()));
+        }
+        headers.extend(
+            d.route
+                .headers
+                .iter()
+                .filter(|(k, _)| k != FORMAT_HEADER)
+                .map(|(k, v)| (std::borrow::Cow::Owned(k.clone()), v.as_slice().into())),
+        );
+        let msg = OutMessage {
+            topic: d.route.topic.clone(),
+            partition: d.route.partition,
+            key: d.route.key.clone(),
+            headers,
+            // Hand the buffer over instead of copying it; the next message gets a
+            // fresh one sized like this.
+            payload: {
+                let hint = self.json.len() + self.json.len() / 4 + 256;
+                std::mem::replace(&mut self.json, Vec::with_capacity(hint))
+            },
+            txn: self.txn,
+        };
+        let msg = self.check_size(msg, ev)?;
+        if self.cfg.sink.unit == MessageUnit::Transaction {
+            self.gather(msg)?;
+        } else {
+            self.sink.send(msg)?;
+            self.summary.messages += 1;
         }
         Ok(())
     }
@@ -384,7 +471,7 @@ impl Run<'_> {
                 Oversize::Halt => {
                     return Err(SinkError::Oversize {
                         topic: msg.topic.to_string(),
-                        position: msg.position,
+                        position: msg.position(),
                         bytes: msg.payload.len(),
                         limit: self.cfg.sink.max_message_bytes,
                     }
@@ -395,7 +482,7 @@ impl Run<'_> {
                         "oversize": true,
                         "bytes": msg.payload.len(),
                         "topic": &*msg.topic,
-                        "position": &msg.position,
+                        "position": msg.position(),
                         "database": &ev.table.database,
                         "table": &ev.table.table,
                     })
@@ -418,7 +505,7 @@ impl Run<'_> {
             a.msg.topic == msg.topic
                 && a.msg.partition == msg.partition
                 && (msg.partition.is_some() || a.msg.key == msg.key)
-                && header(&a.msg, "sluice.module") == header(&msg, "sluice.module")
+                && a.msg.header("sluice.module") == msg.header("sluice.module")
         };
         let at = self.gathered.iter().position(same);
         if let Some(i) = at
@@ -445,8 +532,10 @@ impl Run<'_> {
             .iter_mut()
             .find(|(n, _)| n == k)
         {
-            Some(h) => h.1 = v.into_bytes(),
-            None => msg.headers.push((k.to_string().into(), v.into_bytes())),
+            Some(h) => h.1 = v.into_bytes().into(),
+            None => msg
+                .headers
+                .push((k.to_string().into(), v.into_bytes().into())),
         };
         set(&mut msg, "sluice.events", g.events.to_string());
         set(&mut msg, "sluice.part", g.part.to_string());
@@ -803,6 +892,11 @@ async fn run_once(
         summary: RunSummary::default(),
         ctl: ctl.clone(),
         table_metrics: HashMap::new(),
+        tables: HashMap::new(),
+        kind_headers: Vec::new(),
+        groups: Vec::new(),
+        group_rows: Vec::new(),
+        position: Vec::new(),
         read: None,
         commit_ms: 0,
         in_txn: false,

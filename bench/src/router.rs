@@ -16,7 +16,7 @@ use sluice::event::{
     TableSchema, TxnContext,
 };
 use sluice::format::canal::flat_message;
-use sluice::router::{ModuleInstance, ModuleSpec, RouteInput, RouterEngine, RouterSet};
+use sluice::router::{ModuleInstance, ModuleSpec, RouteInput, RouterEngine, RouterSet, Routes};
 use sluice_sdk::Router;
 use sluice_sdk::abi::{self, BatchWriter, Decisions, Kind};
 
@@ -206,7 +206,7 @@ fn main() -> anyhow::Result<()> {
     let ins = inputs(&evs);
     let mut native = Native::new(&evs[0].table)?;
     let mut wasm = ModuleInstance::new(&engine, code.clone(), Arc::new(spec()))?;
-    let mut out = Vec::new();
+    let mut out = Routes::default();
 
     println!(
         "router cost per event, canal-compat ($pk$ hash, dynamic topic), 10-column rows, median of 5 runs over {n} events"

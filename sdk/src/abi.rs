@@ -585,14 +585,35 @@ pub enum ParsedDecision {
 
 /// Parses and validates a decision buffer for a batch of `expected` events.
 pub fn parse_decisions(buf: &[u8], expected: usize) -> Result<Vec<ParsedDecision>, AbiError> {
+    let mut out = vec![ParsedDecision::Drop; expected];
+    visit_decisions(buf, expected, |i, d| -> Result<(), AbiError> {
+        match &mut out[i] {
+            ParsedDecision::Route(ds) => ds.push(d),
+            drop => *drop = ParsedDecision::Route(vec![d]),
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Checks a decision buffer written for `expected` events and calls `f(event, destination)`
+/// for each destination in order (a dropped event has none), without building a
+/// vector per event. An error from `f` stops the walk and is returned.
+pub fn visit_decisions<E: From<AbiError>>(
+    buf: &[u8],
+    expected: usize,
+    mut f: impl FnMut(usize, ParsedDestination) -> Result<(), E>,
+) -> Result<(), E> {
+    let err = |m: String| -> Result<(), E> { Err(E::from(AbiError(m))) };
     if buf.get(..4) != Some(&DECISIONS_MAGIC[..]) {
-        return err("decisions do not start with SLD1");
+        return err("decisions do not start with SLD1".into());
     }
-    let n = u32_at(buf, 4).ok_or_else(|| AbiError("decision count is truncated".into()))?;
+    let Some(n) = u32_at(buf, 4) else {
+        return err("decision count is truncated".into());
+    };
     if n as usize != expected {
         return err(format!("{n} decisions for {expected} events"));
     }
-    let mut out = Vec::with_capacity(expected);
     let mut at = 8usize;
     let short = |what: &str, at: usize| {
         AbiError(format!("decision buffer ends inside {what} at byte {at}"))
@@ -601,7 +622,7 @@ pub fn parse_decisions(buf: &[u8], expected: usize) -> Result<Vec<ParsedDecision
         let action = *buf.get(at).ok_or_else(|| short("an action", at))?;
         at += 1;
         match action {
-            0 => out.push(ParsedDecision::Drop),
+            0 => {}
             1 => {
                 let nd = *buf
                     .get(at)
@@ -610,7 +631,6 @@ pub fn parse_decisions(buf: &[u8], expected: usize) -> Result<Vec<ParsedDecision
                 if nd == 0 {
                     return err(format!("decision {i} routes to no destination"));
                 }
-                let mut ds = Vec::with_capacity(usize::from(nd));
                 for _ in 0..nd {
                     let t = u32_at(buf, at).ok_or_else(|| short("a topic", at))?;
                     at += 4;
@@ -652,7 +672,7 @@ pub fn parse_decisions(buf: &[u8], expected: usize) -> Result<Vec<ParsedDecision
                         at += 4;
                         let r = at..at.checked_add(len).ok_or_else(|| short("a key", at))?;
                         if r.end > buf.len() {
-                            return Err(short("a key", at));
+                            return Err(short("a key", at).into());
                         }
                         at = r.end;
                         Some(r)
@@ -683,20 +703,22 @@ pub fn parse_decisions(buf: &[u8], expected: usize) -> Result<Vec<ParsedDecision
                                 .checked_add(vl)
                                 .ok_or_else(|| short("a header value", at))?;
                             if value.end > buf.len() {
-                                return Err(short("a header value", at));
+                                return Err(short("a header value", at).into());
                             }
                             at = value.end;
                             headers.push((name, value));
                         }
                     }
-                    ds.push(ParsedDestination {
-                        topic,
-                        key,
-                        partition,
-                        headers,
-                    });
+                    f(
+                        i,
+                        ParsedDestination {
+                            topic,
+                            key,
+                            partition,
+                            headers,
+                        },
+                    )?;
                 }
-                out.push(ParsedDecision::Route(ds));
             }
             other => return err(format!("decision {i} has unknown action {other}")),
         }
@@ -704,7 +726,7 @@ pub fn parse_decisions(buf: &[u8], expected: usize) -> Result<Vec<ParsedDecision
     if at != buf.len() {
         return err(format!("{} bytes after the last decision", buf.len() - at));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use sluice::event::{ChangeEvent, ChangeKind};
 use sluice::router::{
-    AllowedTopics, Limits, ModuleInstance, ModuleSpec, Route, RouteInput, RouterEngine, RouterError,
+    AllowedTopics, Limits, ModuleInstance, ModuleSpec, Route, RouteInput, RouterEngine,
+    RouterError, Routes,
 };
 use sluice_sdk::testing::{Harness, Outcome};
 use sluice_tests::events::{ddl, insert, rows, table};
@@ -45,9 +46,9 @@ fn route_all(m: &mut ModuleInstance, evs: &[ChangeEvent]) -> Result<Vec<Vec<Rout
             inputs.push(RouteInput { event: ev, row });
         }
     }
-    let mut out = Vec::new();
+    let mut out = Routes::default();
     m.route(&inputs, &mut out)?;
-    Ok(out)
+    Ok(out.to_vecs())
 }
 
 const CANAL: &[(&str, &str)] = &[

@@ -49,11 +49,10 @@ fn msg(txn: u64, i: u64) -> OutMessage {
         key: Some(format!("k{i}").into_bytes()),
         headers: vec![(
             "sluice.position".into(),
-            format!("binlog.000001:{txn}:{i}").into_bytes(),
+            format!("binlog.000001:{txn}:{i}").into_bytes().into(),
         )],
         payload: format!("{{\"n\":{i}}}").into_bytes(),
         txn,
-        position: format!("binlog.000001:{txn}:{i}"),
     }
 }
 

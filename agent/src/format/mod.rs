@@ -6,7 +6,7 @@
 pub mod canal;
 pub mod debezium;
 
-use crate::binlog::jsonb::push_json_string;
+use crate::binlog::jsonb::{push_escaped, push_json_string};
 use crate::event::{Cell, Column};
 
 /// Output format of JSON messages.
@@ -42,6 +42,8 @@ pub(crate) fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>, col: &Column, how: Bi
             out.extend_from_slice(b);
             out.push(b'"');
         }
+        // ASCII (most text) is UTF-8 without the slower validation.
+        Cell::Value(b) if !binary && b.is_ascii() => push_escaped(out, b),
         Cell::Value(b) if !binary => match std::str::from_utf8(b) {
             Ok(s) => push_json_string(out, s),
             Err(_) => push_json_string(out, &String::from_utf8_lossy(b)),

@@ -17,6 +17,6 @@ pub mod watch;
 
 pub use engine::{ModuleCode, RouterEngine};
 pub use error::RouterError;
-pub use module::{ModuleInstance, Route, RouteInput};
+pub use module::{ModuleInstance, Route, RouteInput, Routes};
 pub use set::{CandidateState, Delivery, ModuleCounters, ModuleStatus, RouterSet, StatusBoard};
 pub use spec::{AllowedTopics, Limits, ModuleSpec, Policy};

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_sdk::abi::{self, BatchWriter, Kind, ParsedDecision, ParsedTopic};
+use sluice_sdk::abi::{self, AbiError, BatchWriter, Kind, ParsedTopic};
 use sluice_sdk::canal::TableFilter;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
@@ -93,6 +93,76 @@ pub struct Route {
     pub partition: Option<i32>,
     /// Extra headers.
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The destinations a module gave a batch, flat: one vector per batch rather than one
+/// per event (a batch is often a thousand rows).
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// (input index, destination), in input order.
+    routes: Vec<(usize, Route)>,
+    /// `ends[i]`: how many of `routes` belong to inputs `0..=i`.
+    ends: Vec<usize>,
+}
+
+impl Routes {
+    /// Number of inputs decided.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether no input was decided.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The destinations of input `i` (empty: dropped).
+    pub fn get(&self, i: usize) -> &[(usize, Route)] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.routes[start..self.ends[i]]
+    }
+
+    /// Inputs the module dropped.
+    pub fn dropped(&self) -> usize {
+        let mut last = 0;
+        self.ends
+            .iter()
+            .filter(|&&e| std::mem::replace(&mut last, e) == e)
+            .count()
+    }
+
+    /// Takes the destinations out, in input order, each with its input index.
+    pub fn drain(&mut self) -> impl Iterator<Item = (usize, Route)> + '_ {
+        self.ends.clear();
+        self.routes.drain(..)
+    }
+
+    /// Per input, its destinations (tests and tools).
+    pub fn to_vecs(&self) -> Vec<Vec<Route>> {
+        (0..self.len())
+            .map(|i| self.get(i).iter().map(|(_, r)| r.clone()).collect())
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.routes.clear();
+        self.ends.clear();
+    }
+
+    /// Adds a destination of input `input` (inputs come in order).
+    fn push(&mut self, input: usize, route: Route) {
+        while self.ends.len() < input {
+            self.ends.push(self.routes.len());
+        }
+        self.routes.push((input, route));
+    }
+
+    /// Closes the batch of `inputs` inputs.
+    fn finish(&mut self, inputs: usize) {
+        while self.ends.len() < inputs {
+            self.ends.push(self.routes.len());
+        }
+    }
 }
 
 /// An event handed to a module: a row of a change (row 0 for DDL).
@@ -455,7 +525,7 @@ impl ModuleInstance {
     pub fn route(
         &mut self,
         inputs: &[RouteInput<'_>],
-        out: &mut Vec<Vec<Route>>,
+        out: &mut Routes,
     ) -> Result<(), RouterError> {
         if self.poisoned {
             self.restart()?;
@@ -475,7 +545,7 @@ impl ModuleInstance {
     fn route_inner(
         &mut self,
         inputs: &[RouteInput<'_>],
-        out: &mut Vec<Vec<Route>>,
+        out: &mut Routes,
     ) -> Result<(), RouterError> {
         out.clear();
         if inputs.is_empty() {
@@ -497,47 +567,64 @@ impl ModuleInstance {
             }
             Err(e) => return Err(classify(&self.store, &self.spec, e)),
         };
+        let module = &self.spec.name;
         let bad = |detail: String| RouterError::BadOutput {
-            module: self.spec.name.clone(),
+            module: module.clone(),
             detail,
         };
-        let parsed =
-            abi::parse_decisions(&decisions, inputs.len()).map_err(|e| bad(e.to_string()))?;
-        for d in parsed {
-            let mut routes = Vec::new();
-            if let ParsedDecision::Route(dests) = d {
-                routes.reserve(dests.len());
-                for dest in dests {
-                    let topic = match dest.topic {
-                        ParsedTopic::Index(i) => {
-                            self.topics.get(i as usize).cloned().ok_or_else(|| {
-                                bad(format!(
-                                    "topic index {i} but {} topics declared",
-                                    self.topics.len()
-                                ))
-                            })?
-                        }
-                        ParsedTopic::Name(r) => {
-                            let name = std::str::from_utf8(&decisions[r])
-                                .map_err(|_| bad("topic name is not UTF-8".into()))?;
-                            match self.inline_topics.get(name) {
-                                Some(t) => t.clone(),
-                                None => {
-                                    if !self.spec.topics.allows(name) {
-                                        return Err(RouterError::ForeignTopic {
-                                            module: self.spec.name.clone(),
-                                            topic: name.to_string(),
-                                            allowed: self.spec.topics.describe(),
-                                        });
+        let (topics, inline_topics, allowed) =
+            (&self.topics, &mut self.inline_topics, &self.spec.topics);
+        // A malformed buffer or a bad destination: both end the walk.
+        enum Stop {
+            Abi(AbiError),
+            Bad(RouterError),
+        }
+        impl From<AbiError> for Stop {
+            fn from(e: AbiError) -> Self {
+                Stop::Abi(e)
+            }
+        }
+        impl From<RouterError> for Stop {
+            fn from(e: RouterError) -> Self {
+                Stop::Bad(e)
+            }
+        }
+        abi::visit_decisions(
+            &decisions,
+            inputs.len(),
+            |input, dest| -> Result<(), Stop> {
+                let topic = match dest.topic {
+                    ParsedTopic::Index(i) => topics.get(i as usize).cloned().ok_or_else(|| {
+                        bad(format!(
+                            "topic index {i} but {} topics declared",
+                            topics.len()
+                        ))
+                    })?,
+                    ParsedTopic::Name(r) => {
+                        // Checked as UTF-8 by the parser.
+                        let name = std::str::from_utf8(&decisions[r])
+                            .map_err(|_| bad("topic name is not UTF-8".into()))?;
+                        match inline_topics.get(name) {
+                            Some(t) => t.clone(),
+                            None => {
+                                if !allowed.allows(name) {
+                                    return Err(RouterError::ForeignTopic {
+                                        module: module.clone(),
+                                        topic: name.to_string(),
+                                        allowed: allowed.describe(),
                                     }
-                                    let t: Arc<str> = Arc::from(name);
-                                    self.inline_topics.insert(name.to_string(), t.clone());
-                                    t
+                                    .into());
                                 }
+                                let t: Arc<str> = Arc::from(name);
+                                inline_topics.insert(name.to_string(), t.clone());
+                                t
                             }
                         }
-                    };
-                    routes.push(Route {
+                    }
+                };
+                out.push(
+                    input,
+                    Route {
                         topic,
                         key: dest.key.map(|r| decisions[r].to_vec()),
                         partition: dest.partition,
@@ -551,11 +638,16 @@ impl ModuleInstance {
                                 )
                             })
                             .collect(),
-                    });
-                }
-            }
-            out.push(routes);
-        }
+                    },
+                );
+                Ok(())
+            },
+        )
+        .map_err(|e| match e {
+            Stop::Abi(e) => bad(e.to_string()),
+            Stop::Bad(e) => e,
+        })?;
+        out.finish(inputs.len());
         Ok(())
     }
 }
@@ -595,5 +687,45 @@ fn classify(store: &Store<ModuleState>, spec: &ModuleSpec, e: wasmtime::Error) -
             .next()
             .unwrap_or("trap")
             .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(topic: &str) -> Route {
+        Route {
+            topic: Arc::from(topic),
+            key: None,
+            partition: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn flat_routes_keep_each_input_its_own_destinations() {
+        let mut r = Routes::default();
+        // Input 0 dropped, 1 to two topics, 2 and 3 dropped, 4 to one.
+        r.push(1, to("a"));
+        r.push(1, to("b"));
+        r.push(4, to("c"));
+        r.finish(6);
+        assert_eq!(r.len(), 6);
+        assert_eq!(r.dropped(), 4, "inputs 0, 2, 3 and 5");
+        let topics = |i: usize| -> Vec<String> {
+            r.get(i).iter().map(|(_, x)| x.topic.to_string()).collect()
+        };
+        assert_eq!(topics(1), ["a", "b"]);
+        assert!(topics(3).is_empty());
+        assert_eq!(topics(4), ["c"]);
+        assert_eq!(
+            r.to_vecs().iter().map(Vec::len).collect::<Vec<_>>(),
+            [0, 2, 0, 0, 1, 0]
+        );
+        let drained: Vec<(usize, String)> =
+            r.drain().map(|(i, x)| (i, x.topic.to_string())).collect();
+        assert_eq!(drained, [(1, "a".into()), (1, "b".into()), (4, "c".into())]);
+        assert!(r.is_empty() && r.dropped() == 0);
     }
 }

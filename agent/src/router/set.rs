@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::engine::{ModuleCode, RouterEngine};
 use super::error::RouterError;
-use super::module::{ModuleInstance, Route, RouteInput};
+use super::module::{ModuleInstance, Route, RouteInput, Routes};
 use super::spec::{ModuleSpec, Policy};
 use crate::event::ChangeEvent;
 use crate::metrics::ModuleMetrics;
@@ -153,7 +153,7 @@ pub struct RouterSet {
     tx: Sender<Proposal>,
     rx: Receiver<Proposal>,
     status: StatusBoard,
-    scratch: Vec<Vec<Route>>,
+    scratch: Routes,
     /// Swaps that arrived inside a transaction, kept for the next boundary.
     deferred: Vec<Proposal>,
 }
@@ -191,7 +191,7 @@ impl RouterSet {
             tx,
             rx,
             status: Arc::new(Mutex::new(Vec::new())),
-            scratch: Vec::new(),
+            scratch: Routes::default(),
             deferred: Vec::new(),
         };
         set.publish_status(None);
@@ -253,7 +253,7 @@ impl RouterSet {
     /// deliveries in input order per module; an error means a module with the halt
     /// policy failed and nothing may be published for these inputs.
     pub fn route(&mut self, inputs: &[RouteInput<'_>]) -> Result<Vec<Delivery>, RouterError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(inputs.len());
         let mut mine: Vec<RouteInput<'_>> = Vec::with_capacity(inputs.len());
         let mut index: Vec<usize> = Vec::with_capacity(inputs.len());
         for si in 0..self.slots.len() {
@@ -296,9 +296,7 @@ impl RouterSet {
             .observe(started.elapsed().as_secs_f64());
         let result = match res {
             Ok(()) => {
-                for (k, rs) in routes.drain(..).enumerate() {
-                    push_routes(out, index[k], rs, &name, &version, slot);
-                }
+                push_routes(out, index, &mut routes, &name, &version, slot);
                 Ok(())
             }
             Err(e) => {
@@ -334,8 +332,14 @@ impl RouterSet {
                             }
                             match single {
                                 Ok(()) => {
-                                    let rs = routes.pop().unwrap_or_default();
-                                    push_routes(out, index[k], rs, &name, &version, slot);
+                                    push_routes(
+                                        out,
+                                        &index[k..=k],
+                                        &mut routes,
+                                        &name,
+                                        &version,
+                                        slot,
+                                    );
                                 }
                                 Err(err) => match &policy {
                                     Policy::DeadLetter(topic) => {
@@ -560,29 +564,30 @@ impl RouterSet {
     }
 }
 
+/// Turns a module's destinations into deliveries; `index[i]` is the caller's index of
+/// the module's input `i`.
 fn push_routes(
     out: &mut Vec<Delivery>,
-    input: usize,
-    rs: Vec<Route>,
+    index: &[usize],
+    routes: &mut Routes,
     name: &Arc<str>,
     version: &Arc<str>,
     slot: &mut Slot,
 ) {
-    if rs.is_empty() {
-        slot.counters.dropped += 1;
-        slot.metrics.dropped.inc();
-    }
-    slot.metrics.routed.inc_by(rs.len() as u64);
-    for route in rs {
-        slot.counters.routed += 1;
-        out.push(Delivery {
-            input,
-            route,
-            module: name.clone(),
-            version: version.clone(),
-            dead_letter: None,
-        });
-    }
+    let dropped = routes.dropped() as u64;
+    slot.counters.dropped += dropped;
+    slot.metrics.dropped.inc_by(dropped);
+    let before = out.len();
+    out.extend(routes.drain().map(|(input, route)| Delivery {
+        input: index[input],
+        route,
+        module: name.clone(),
+        version: version.clone(),
+        dead_letter: None,
+    }));
+    let routed = (out.len() - before) as u64;
+    slot.counters.routed += routed;
+    slot.metrics.routed.inc_by(routed);
 }
 
 /// Compiles and canaries a candidate; returns a ready instance or (version, reason).
@@ -606,7 +611,7 @@ fn canary(
         .flat_map(|ev| (0..ev.rows.len().max(1)).map(move |row| RouteInput { event: ev, row }))
         .take(1000)
         .collect();
-    let mut out = Vec::new();
+    let mut out = Routes::default();
     instance
         .route(&inputs, &mut out)
         .map_err(|e| (version.clone(), e))?;

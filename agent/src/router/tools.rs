@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use super::engine::RouterEngine;
-use super::module::{ModuleInstance, Route, RouteInput};
+use super::module::{ModuleInstance, Route, RouteInput, Routes};
 use super::spec::ModuleSpec;
 use crate::binlog::file::{ReadError, read_file};
 use crate::binlog::{BINLOG_MAGIC, Decoder, DecoderOptions};
@@ -331,10 +331,10 @@ pub fn run_module(
             });
         }
     }
-    let mut out = Vec::new();
+    let mut out = Routes::default();
     for (chunk, idx) in inputs.chunks(batch.max(1)).zip(slots.chunks(batch.max(1))) {
         m.route(chunk, &mut out)?;
-        for (routes, &slot) in out.drain(..).zip(idx) {
+        for (routes, &slot) in out.to_vecs().into_iter().zip(idx) {
             decided[slot].routes = Some(routes);
         }
     }

@@ -68,7 +68,7 @@ impl ProducerContext for AckContext {
                         .headers()
                         .and_then(|h| {
                             h.iter()
-                                .find(|x| x.key == "sluice.position")
+                                .find(|x| x.key == super::POSITION_HEADER)
                                 .and_then(|x| x.value)
                                 .map(|v| String::from_utf8_lossy(v).into_owned())
                         })
@@ -368,17 +368,15 @@ impl KafkaSink {
         match self.held_because.as_ref()? {
             SinkError::MissingTopic { topic, .. } => {
                 let module = m
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k == "sluice.module")
-                    .map(|(_, v)| format!("routed by module `{}`, ", String::from_utf8_lossy(v)))
+                    .header("sluice.module")
+                    .map(|v| format!("routed by module `{}`, ", String::from_utf8_lossy(v)))
                     .unwrap_or_default();
                 Some(SinkError::MissingTopic {
                     topic: topic.clone(),
                     context: Some(format!(
                         "{module}{} message(s) held from binlog position {}; nothing after it is published until it exists",
                         self.held.len(),
-                        m.position
+                        m.position()
                     )),
                 })
             }
@@ -459,7 +457,7 @@ impl KafkaSink {
             .is_none_or(|t| t.elapsed() >= HELD_LOG_EVERY)
         {
             self.held_logged = Some(Instant::now());
-            let position = self.held.front().map(|m| m.position.clone());
+            let position = self.held.front().map(OutMessage::position);
             tracing::error!(
                 message = "Holding messages until their topic can be published to.",
                 reason = %why,
@@ -532,7 +530,7 @@ impl KafkaSink {
         for (k, v) in &m.headers {
             headers = headers.insert(Header {
                 key: k,
-                value: Some(v.as_slice()),
+                value: Some(&**v),
             });
         }
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
@@ -553,7 +551,7 @@ impl KafkaSink {
                     std::thread::sleep(Duration::from_millis(2));
                     self.check()?;
                 }
-                Err((e, _)) => return Err(delivery_error(&e, &m.topic, m.position.clone())),
+                Err((e, _)) => return Err(delivery_error(&e, &m.topic, m.position())),
             }
         }
         self.check()

@@ -14,6 +14,13 @@ use std::time::Duration;
 use crate::config::{SinkConfig, SinkKind};
 use crate::event::Checkpoint;
 
+/// A header value. Shared, so the values most messages repeat (database, table, type,
+/// module name and version) are rendered once and only counted per message.
+pub type HeaderValue = std::sync::Arc<[u8]>;
+
+/// The header carrying a message's binlog position (`file:offset[/sub]:row`).
+pub const POSITION_HEADER: &str = "sluice.position";
+
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct OutMessage {
@@ -24,13 +31,28 @@ pub struct OutMessage {
     /// Key.
     pub key: Option<Vec<u8>>,
     /// Headers (Sluice's own names are static: no allocation per message).
-    pub headers: Vec<(std::borrow::Cow<'static, str>, Vec<u8>)>,
+    pub headers: Vec<(std::borrow::Cow<'static, str>, HeaderValue)>,
     /// Body (JSON).
     pub payload: Vec<u8>,
     /// Transaction sequence number it belongs to.
     pub txn: u64,
-    /// Position text, for errors.
-    pub position: String,
+}
+
+impl OutMessage {
+    /// The value of header `name`, if set.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| &**v)
+    }
+
+    /// The binlog position the message carries, for errors and logs.
+    pub fn position(&self) -> String {
+        self.header(POSITION_HEADER)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| "(no position)".into())
+    }
 }
 
 /// Why publishing stopped.
