@@ -232,6 +232,22 @@ impl PartitionHash {
         self.rules.is_empty()
     }
 
+    /// Every column a rule names (`db.tbl:col1^col2`), once each: with the primary key,
+    /// all a Canal-style router needs of a row.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, m) in &self.rules {
+            if let HashMode::Columns(cols) = m {
+                for c in cols {
+                    if !out.iter().any(|o| o.eq_ignore_ascii_case(c)) {
+                        out.push(c.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The first rule matching `database.table`.
     pub fn mode_for(&self, database: &str, table: &str) -> Option<&HashMode> {
         let name = format!("{database}.{table}");

@@ -69,7 +69,7 @@ mod router;
 pub mod runtime;
 pub mod testing;
 
-pub use router::{Column, Config, Router, Subscription, Table, Tables};
+pub use router::{Column, Config, PRIMARY_KEY, Router, Subscription, Table, Tables};
 
 /// Bindings generated from `wit/router.wit` (used by [`export_router!`]).
 #[doc(hidden)]
@@ -90,7 +90,7 @@ pub mod prelude {
     pub use crate::keys::KeyBuilder;
     pub use crate::log::{Level, log};
     pub use crate::testing::{Harness, Outcome, Sent};
-    pub use crate::{Config, Router, Subscription, Table, Tables};
+    pub use crate::{Config, PRIMARY_KEY, Router, Subscription, Table, Tables};
 }
 
 /// Exports a [`Router`] type as the module's implementation of the `router` world.

@@ -59,6 +59,10 @@ impl Config {
     }
 }
 
+/// In [`Subscription::columns`], the primary key (Canal's spelling). It matches no other
+/// column, so a list of only this ships only the key columns.
+pub const PRIMARY_KEY: &str = "$pk$";
+
 /// What a module wants to receive (see the WIT `subscription`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -113,7 +117,9 @@ impl Subscription {
         self
     }
 
-    /// Restricts columns (primary-key columns always ship).
+    /// Restricts columns (primary-key columns always ship). [`PRIMARY_KEY`] names no
+    /// other column, so `columns([PRIMARY_KEY])` ships only the key: the cheapest
+    /// subscription for a router that hashes keys.
     pub fn columns<S: Into<String>>(mut self, cols: impl IntoIterator<Item = S>) -> Self {
         self.columns = cols.into_iter().map(Into::into).collect();
         self

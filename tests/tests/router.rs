@@ -123,6 +123,89 @@ fn canal_compat_component_matches_native() {
     assert_eq!(&*wasm[200][0].topic, "topicA");
 }
 
+/// canal-compat subscribes to the key plus the columns its hash rules name, so the
+/// rest of a row never crosses into the module, and it still decides as it does
+/// natively with whole rows.
+#[test]
+fn canal_compat_receives_only_the_columns_it_hashes() {
+    const BY_NAME: &[(&str, &str)] = &[
+        ("canal.mq.dynamicTopic", "mytest\\..*"),
+        ("canal.mq.partitionsNum", "8"),
+        ("canal.mq.partitionHash", "mytest.user:name,.*\\..*:$pk$"),
+    ];
+    let e = engine();
+    let mut m = load(&e, env!("GUEST_CANAL_COMPAT"), spec("canal", BY_NAME)).expect("loads");
+    let user = table("mytest", "user", &["id", "pad", "name", "more"], &["id"]);
+    let order = table("mytest", "orders", &["oid", "total"], &["oid"]);
+    let names: Vec<String> = (0..50).map(|i| format!("name-{i}")).collect();
+    let user_rows: Vec<[Option<&str>; 4]> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            [
+                Some(if i % 2 == 0 { "1" } else { "2" }),
+                Some("p"),
+                Some(n.as_str()),
+                None,
+            ]
+        })
+        .collect();
+    let refs: Vec<&[Option<&str>]> = user_rows.iter().map(|r| &r[..]).collect();
+    let evs = vec![
+        insert(&user, &refs, 100),
+        insert(&order, &[&[Some("7"), Some("9.50")]], 200),
+    ];
+    let wasm = route_all(&mut m, &evs).expect("routes");
+    assert_eq!(
+        m.shipped_columns("mytest", "user").expect("announced"),
+        ["id", "name"]
+    );
+    assert_eq!(
+        m.shipped_columns("mytest", "orders").expect("announced"),
+        ["oid"]
+    );
+
+    let mut h = Harness::<canal_compat::CanalCompat>::new(BY_NAME).expect("native");
+    h.table(
+        0,
+        "mytest",
+        "user",
+        &[
+            ("id", "int"),
+            ("pad", "text"),
+            ("name", "varchar(64)"),
+            ("more", "int"),
+        ],
+        &["id"],
+    );
+    h.table(
+        1,
+        "mytest",
+        "orders",
+        &[("oid", "int"), ("total", "decimal(8,2)")],
+        &["oid"],
+    );
+    for r in &user_rows {
+        h.insert(0, r);
+    }
+    h.insert(1, &[Some("7"), Some("9.50")]);
+    let native = h.run().expect("native routes");
+    assert_eq!(wasm.len(), native.len());
+    let mut partitions = std::collections::BTreeSet::new();
+    for (w, n) in wasm.iter().zip(&native) {
+        let Outcome::Sent(n) = n else {
+            panic!("native dropped")
+        };
+        assert_eq!(
+            (&*w[0].topic, w[0].partition),
+            (n[0].topic.as_str(), n[0].partition)
+        );
+        partitions.insert(w[0].partition);
+    }
+    // Hashed on `name` (50 values), not on `id` (two values).
+    assert!(partitions.len() > 2, "{partitions:?}");
+}
+
 #[test]
 fn wasi_importer_is_refused_with_its_imports() {
     let e = engine();

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sluice_sdk::PRIMARY_KEY;
 use sluice_sdk::abi::{self, AbiError, BatchWriter, Kind, ParsedTopic};
 use sluice_sdk::canal::TableFilter;
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -367,6 +368,21 @@ impl ModuleInstance {
         &self.spec
     }
 
+    /// The columns shipped to the module for `database.table`, in table order, once it
+    /// has seen a change of that table (what its subscription asked for, plus the key).
+    pub fn shipped_columns(&self, database: &str, table: &str) -> Option<Vec<String>> {
+        let slot = *self
+            .by_name
+            .get(&(database.to_string(), table.to_string()))?;
+        let a = self.tables.get(slot)?;
+        Some(
+            a.projection
+                .iter()
+                .map(|&i| a.schema.columns[i].name.clone())
+                .collect(),
+        )
+    }
+
     /// Whether the module subscribed to this kind of change on this table.
     pub fn wants(&self, table: &TableSchema, kind: ChangeKind) -> bool {
         if !self.sub.kinds[kind_index(kind)] {
@@ -425,7 +441,7 @@ impl ModuleInstance {
                         .sub
                         .columns
                         .iter()
-                        .any(|n| n.eq_ignore_ascii_case(&c.name))
+                        .any(|n| n != PRIMARY_KEY && n.eq_ignore_ascii_case(&c.name))
             })
             .map(|(i, _)| i)
             .collect();

@@ -128,9 +128,13 @@ impl Router for CanalCompat {
                 r.partitions
             ));
         }
+        // Rows are hashed on their key or on the columns the rules name: nothing else
+        // needs to cross into the module.
+        let columns = std::iter::once(PRIMARY_KEY.to_string()).chain(r.hash.columns());
         let sub = Subscription::all()
             .tables(config.get_or("canal.instance.filter.regex", ""))
             .exclude(config.get_or("canal.instance.filter.black.regex", ""))
+            .columns(columns)
             .before_images(false)
             .topics([r.default_topic.clone()]);
         Ok((r, sub))
