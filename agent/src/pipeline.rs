@@ -37,6 +37,11 @@ use crate::source::{BinlogSource, SourceError};
 /// one destination; consumed by the agent, not published.
 pub const FORMAT_HEADER: &str = "sluice.format";
 
+/// Entries kept in the per-table caches, which are keyed by binlog table id. The server
+/// hands out a new id whenever a table is opened again, so ids only grow: past this many
+/// the cache starts over instead of keeping every id ever seen.
+const TABLE_CACHE: usize = 4096;
+
 /// Time allowed to drain in-flight messages at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -276,6 +281,9 @@ impl Run<'_> {
             Some(o) if o.canal.renders(t) => o.clone(),
             _ => {
                 let o = Arc::new(TableOut::new(t));
+                if self.tables.len() >= TABLE_CACHE {
+                    self.tables.clear();
+                }
                 self.tables.insert(t.table_id, o.clone());
                 o
             }
@@ -613,6 +621,9 @@ impl Run<'_> {
         if fresh {
             let (rows, bytes) =
                 metrics::global().table(&ev.table.database, &ev.table.table, ev.kind.canal_name());
+            if self.table_metrics.len() >= TABLE_CACHE {
+                self.table_metrics.clear();
+            }
             self.table_metrics
                 .insert(key, (ev.table.clone(), rows, bytes));
         }

@@ -58,6 +58,26 @@ const CANAL: &[(&str, &str)] = &[
     ("canal.mq.partitionHash", ".*\\\\..*:$pk$"),
 ];
 
+/// Asserts that every event has one destination, the same topic and partition in the
+/// component's and the native run; returns the partitions used.
+fn same_single_destinations(
+    wasm: &[Vec<Route>],
+    native: &[Outcome],
+) -> std::collections::BTreeSet<Option<i32>> {
+    assert_eq!(wasm.len(), native.len());
+    let mut partitions = std::collections::BTreeSet::new();
+    for (w, n) in wasm.iter().zip(native) {
+        let Outcome::Sent(n) = n else {
+            panic!("native dropped")
+        };
+        assert_eq!(w.len(), 1);
+        assert_eq!(&*w[0].topic, n[0].topic.as_str());
+        assert_eq!(w[0].partition, n[0].partition);
+        partitions.insert(w[0].partition);
+    }
+    partitions
+}
+
 /// The component gives the same decisions as the same code run natively.
 #[test]
 fn canal_compat_component_matches_native() {
@@ -105,17 +125,7 @@ fn canal_compat_component_matches_native() {
     h.ddl("mytest", "user", "ALTER TABLE user ADD c INT");
     let native = h.run().expect("native routes");
 
-    assert_eq!(wasm.len(), native.len());
-    let mut partitions = std::collections::BTreeSet::new();
-    for (w, n) in wasm.iter().zip(&native) {
-        let Outcome::Sent(n) = n else {
-            panic!("native dropped")
-        };
-        assert_eq!(w.len(), 1);
-        assert_eq!(&*w[0].topic, n[0].topic.as_str());
-        assert_eq!(w[0].partition, n[0].partition);
-        partitions.insert(w[0].partition);
-    }
+    let partitions = same_single_destinations(&wasm, &native);
     assert!(
         partitions.len() >= 4,
         "rows spread over the partitions: {partitions:?}"
@@ -190,18 +200,7 @@ fn canal_compat_receives_only_the_columns_it_hashes() {
     }
     h.insert(1, &[Some("7"), Some("9.50")]);
     let native = h.run().expect("native routes");
-    assert_eq!(wasm.len(), native.len());
-    let mut partitions = std::collections::BTreeSet::new();
-    for (w, n) in wasm.iter().zip(&native) {
-        let Outcome::Sent(n) = n else {
-            panic!("native dropped")
-        };
-        assert_eq!(
-            (&*w[0].topic, w[0].partition),
-            (n[0].topic.as_str(), n[0].partition)
-        );
-        partitions.insert(w[0].partition);
-    }
+    let partitions = same_single_destinations(&wasm, &native);
     // Hashed on `name` (50 values), not on `id` (two values).
     assert!(partitions.len() > 2, "{partitions:?}");
 }

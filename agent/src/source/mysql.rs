@@ -707,8 +707,8 @@ impl BinlogSource {
         }
         let offset = u64::from(h.log_pos()).saturating_sub(u64::from(h.event_size()));
         if let Some((db, table)) = self.decoder.peek_table_map(&self.raw)
-            && self.decoder.captures(&db, &table)
             && !self.decoder.has_dictionary(&db, &table)
+            && self.decoder.captures(&db, &table)
         {
             self.load_dictionary(&db, &table).await?;
         }
