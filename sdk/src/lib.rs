@@ -69,7 +69,7 @@ mod router;
 pub mod runtime;
 pub mod testing;
 
-pub use router::{Column, Config, PRIMARY_KEY, Router, Subscription, Table, Tables};
+pub use router::{Column, Config, PRIMARY_KEY, Router, Selection, Subscription, Table, Tables};
 
 /// Bindings generated from `wit/router.wit` (used by [`export_router!`]).
 #[doc(hidden)]

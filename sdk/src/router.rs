@@ -138,6 +138,82 @@ impl Subscription {
     }
 }
 
+/// A [`Subscription`] as the agent applies it: which events reach the module and which
+/// columns of them. The agent and the native [`Harness`](crate::testing::Harness) both
+/// use this, so a module's native tests see exactly what it sees under the agent.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    tables: crate::canal::TableFilter,
+    exclude: crate::canal::TableFilter,
+    kinds: [bool; 4],
+    columns: Vec<String>,
+    before_images: bool,
+}
+
+impl Selection {
+    /// Compiles the filters; an error names the field (`subscription tables: ...`).
+    pub fn new(
+        tables: &str,
+        exclude_tables: &str,
+        kinds: impl IntoIterator<Item = Kind>,
+        columns: Vec<String>,
+        before_images: bool,
+    ) -> Result<Self, String> {
+        let tables = crate::canal::TableFilter::parse(tables)
+            .map_err(|e| format!("subscription tables: {e}"))?;
+        let exclude = crate::canal::TableFilter::parse(exclude_tables)
+            .map_err(|e| format!("subscription exclude-tables: {e}"))?;
+        let mut k = [false; 4];
+        for kind in kinds {
+            k[kind as usize] = true;
+        }
+        Ok(Selection {
+            tables,
+            exclude,
+            kinds: k,
+            columns,
+            before_images,
+        })
+    }
+
+    /// From a module's own subscription.
+    pub fn of(sub: &Subscription) -> Result<Self, String> {
+        Self::new(
+            &sub.tables,
+            &sub.exclude_tables,
+            sub.kinds.iter().copied(),
+            sub.columns.clone(),
+            sub.before_images,
+        )
+    }
+
+    /// Whether a change of this kind on `database.table` reaches the module (for DDL,
+    /// the table the statement names).
+    pub fn wants(&self, database: &str, table: &str, kind: Kind) -> bool {
+        self.kinds[kind as usize]
+            && (self.tables.is_empty() || self.tables.matches(database, table))
+            && (self.exclude.is_empty() || !self.exclude.matches(database, table))
+    }
+
+    /// Whether the column named `name` ships: every column when the subscription names
+    /// none, else the primary key and the named columns (ASCII case-insensitive, as
+    /// MySQL column names are; [`PRIMARY_KEY`] names no column of its own).
+    pub fn ships(&self, name: &str, in_primary_key: bool) -> bool {
+        self.columns.is_empty()
+            || in_primary_key
+            || self
+                .columns
+                .iter()
+                .any(|n| n != PRIMARY_KEY && n.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether an event of this kind carries its before-image: deletes always, updates
+    /// when the subscription asked for it, inserts and DDL never.
+    pub fn before_image(&self, kind: Kind) -> bool {
+        kind == Kind::Delete || (kind == Kind::Update && self.before_images)
+    }
+}
+
 /// A column as shipped (see the WIT `column`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {

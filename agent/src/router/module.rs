@@ -9,9 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_sdk::PRIMARY_KEY;
+use sluice_sdk::Selection;
 use sluice_sdk::abi::{self, AbiError, BatchWriter, Kind, ParsedTopic};
-use sluice_sdk::canal::TableFilter;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::bindings::Router as RouterWorld;
@@ -175,25 +174,6 @@ pub struct RouteInput<'a> {
     pub row: usize,
 }
 
-/// The subscription as the host applies it.
-#[derive(Debug)]
-struct Subscription {
-    tables: TableFilter,
-    exclude: TableFilter,
-    kinds: [bool; 4],
-    columns: Vec<String>,
-    before: bool,
-}
-
-fn kind_index(k: ChangeKind) -> usize {
-    match k {
-        ChangeKind::Insert => 0,
-        ChangeKind::Update => 1,
-        ChangeKind::Delete => 2,
-        ChangeKind::Ddl => 3,
-    }
-}
-
 struct Announced {
     schema: Arc<TableSchema>,
     /// Table column index of each shipped column.
@@ -206,7 +186,7 @@ pub struct ModuleInstance {
     spec: Arc<ModuleSpec>,
     store: Store<ModuleState>,
     world: RouterWorld,
-    sub: Subscription,
+    sub: Selection,
     topics: Vec<Arc<str>>,
     inline_topics: HashMap<String, Arc<str>>,
     /// Announced tables; their position is the id the module knows them by.
@@ -284,7 +264,7 @@ impl ModuleInstance {
         ticker: &Ticker,
         code: &ModuleCode,
         spec: &ModuleSpec,
-    ) -> Result<(Store<ModuleState>, RouterWorld, Subscription, Vec<Arc<str>>), RouterError> {
+    ) -> Result<(Store<ModuleState>, RouterWorld, Selection, Vec<Arc<str>>), RouterError> {
         let name = spec.name.clone();
         let mut store = Store::new(
             engine,
@@ -329,14 +309,14 @@ impl ModuleInstance {
             module: name.clone(),
             detail,
         };
-        let tables = TableFilter::parse(&wsub.tables)
-            .map_err(|e| config_err(format!("subscription tables: {e}")))?;
-        let exclude = TableFilter::parse(&wsub.exclude_tables)
-            .map_err(|e| config_err(format!("subscription exclude-tables: {e}")))?;
-        let mut kinds = [false; 4];
-        for k in &wsub.kinds {
-            kinds[kind_index(to_kind(*k))] = true;
-        }
+        let sub = Selection::new(
+            &wsub.tables,
+            &wsub.exclude_tables,
+            wsub.kinds.iter().map(|k| abi_kind(to_kind(*k))),
+            wsub.columns,
+            wsub.before_images,
+        )
+        .map_err(config_err)?;
         let mut topics = Vec::with_capacity(wsub.topics.len());
         for t in &wsub.topics {
             if !spec.topics.allows(t) {
@@ -348,13 +328,6 @@ impl ModuleInstance {
             }
             topics.push(Arc::from(t.as_str()));
         }
-        let sub = Subscription {
-            tables,
-            exclude,
-            kinds,
-            columns: wsub.columns,
-            before: wsub.before_images,
-        };
         Ok((store, world, sub, topics))
     }
 
@@ -385,14 +358,8 @@ impl ModuleInstance {
 
     /// Whether the module subscribed to this kind of change on this table.
     pub fn wants(&self, table: &TableSchema, kind: ChangeKind) -> bool {
-        if !self.sub.kinds[kind_index(kind)] {
-            return false;
-        }
-        let (db, t) = (table.database.as_str(), table.table.as_str());
-        if !self.sub.tables.is_empty() && !self.sub.tables.matches(db, t) {
-            return false;
-        }
-        self.sub.exclude.is_empty() || !self.sub.exclude.matches(db, t)
+        self.sub
+            .wants(&table.database, &table.table, abi_kind(kind))
     }
 
     fn restart(&mut self) -> Result<(), RouterError> {
@@ -434,15 +401,7 @@ impl ModuleInstance {
             .columns
             .iter()
             .enumerate()
-            .filter(|(i, c)| {
-                self.sub.columns.is_empty()
-                    || schema.primary_key.contains(i)
-                    || self
-                        .sub
-                        .columns
-                        .iter()
-                        .any(|n| n != PRIMARY_KEY && n.eq_ignore_ascii_case(&c.name))
-            })
+            .filter(|(i, c)| self.sub.ships(&c.name, schema.primary_key.contains(i)))
             .map(|(i, _)| i)
             .collect();
         let table = wit::Table {
@@ -504,8 +463,7 @@ impl ModuleInstance {
             let slot = self.slot_of(&ev.table)?;
             let a = &self.tables[slot];
             let id = slot as u32;
-            let before =
-                ev.kind == ChangeKind::Delete || (ev.kind == ChangeKind::Update && self.sub.before);
+            let before = self.sub.before_image(abi_kind(ev.kind));
             let after = matches!(ev.kind, ChangeKind::Insert | ChangeKind::Update);
             self.writer.begin_event(
                 id,

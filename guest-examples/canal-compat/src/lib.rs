@@ -225,6 +225,7 @@ mod tests {
         match o {
             Outcome::Sent(s) => (s[0].topic.as_str(), s[0].partition),
             Outcome::Dropped => ("<dropped>", None),
+            Outcome::Unsubscribed => ("<unsubscribed>", None),
         }
     }
 

@@ -5,18 +5,11 @@
 use sluice_sdk::canal::TableFilter;
 use sluice_sdk::prelude::*;
 
-/// The filter router.
+/// The filter router. The filtering itself is the subscription: the agent applies it
+/// before calling the module (to DDL by the table the statement names, `db.` for
+/// statements naming none), so everything `route` sees has passed.
 pub struct Filter {
-    keep: TableFilter,
-    black: TableFilter,
     key: KeyBuilder,
-}
-
-impl Filter {
-    fn passes(&self, db: &str, table: &str) -> bool {
-        (self.keep.is_empty() || self.keep.matches(db, table))
-            && (self.black.is_empty() || !self.black.matches(db, table))
-    }
 }
 
 impl Router for Filter {
@@ -25,9 +18,10 @@ impl Router for Filter {
         let black = config.get_or("black.regex", "");
         let drop_ddl = config.parse_or("filter.query.ddl", false)?;
         let topic = config.get("topic").ok_or("config `topic` is required")?;
+        // Parsed here too so a bad pattern is named by its Canal key.
+        TableFilter::parse(keep).map_err(|e| format!("filter.regex: {e}"))?;
+        TableFilter::parse(black).map_err(|e| format!("black.regex: {e}"))?;
         let f = Filter {
-            keep: TableFilter::parse(keep).map_err(|e| format!("filter.regex: {e}"))?,
-            black: TableFilter::parse(black).map_err(|e| format!("black.regex: {e}"))?,
             key: KeyBuilder::new(),
         };
         let kinds: &[Kind] = if drop_ddl {
@@ -35,8 +29,6 @@ impl Router for Filter {
         } else {
             &[Kind::Insert, Kind::Update, Kind::Delete, Kind::Ddl]
         };
-        // Row filtering happens in the agent through the subscription; DDL statements
-        // carry their table in the event and are filtered here.
         let sub = Subscription::all()
             .tables(keep)
             .exclude(black)
@@ -53,20 +45,13 @@ impl Router for Filter {
         out: &mut Decisions,
     ) -> Result<(), String> {
         for ev in batch.iter() {
-            if let Some((db, table, _)) = ev.ddl() {
-                if table.is_empty() || self.passes(db, table) {
-                    out.send(Destination::to_index(0));
-                } else {
-                    out.drop_event();
-                }
-                continue;
-            }
             match tables.of(&ev) {
-                Some(t) if self.passes(&t.database, &t.name) => {
+                Some(t) => {
                     self.key.clear().text(&t.name).primary_key(t, &ev);
                     out.send(Destination::to_index(0).key(self.key.as_bytes()));
                 }
-                _ => out.drop_event(),
+                // DDL, unkeyed.
+                None => out.send(Destination::to_index(0)),
             }
         }
         Ok(())
@@ -105,7 +90,7 @@ mod tests {
                 headers: vec![]
             }])
         );
-        assert_eq!(out[1], Outcome::Dropped);
+        assert_eq!(out[1], Outcome::Unsubscribed);
     }
 
     #[test]
@@ -113,10 +98,14 @@ mod tests {
         let mut h =
             Harness::<Filter>::new(&[("filter.regex", "shop\\..*"), ("topic", "t")]).unwrap();
         h.ddl("shop", "orders", "ALTER TABLE orders ADD x INT")
-            .ddl("crm", "u", "DROP TABLE u");
+            .ddl("crm", "u", "DROP TABLE u")
+            .ddl("shop", "", "CREATE DATABASE shop")
+            .ddl("crm", "", "CREATE DATABASE crm");
         let out = h.run().unwrap();
         assert!(matches!(out[0], Outcome::Sent(_)));
-        assert_eq!(out[1], Outcome::Dropped);
+        assert_eq!(out[1], Outcome::Unsubscribed);
+        assert!(matches!(out[2], Outcome::Sent(_)));
+        assert_eq!(out[3], Outcome::Unsubscribed);
         assert!(Harness::<Filter>::new(&[]).is_err(), "topic is required");
     }
 }

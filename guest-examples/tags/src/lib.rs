@@ -102,6 +102,7 @@ mod tests {
         let tag = |o: &Outcome| match o {
             Outcome::Sent(s) => String::from_utf8(s[0].headers[0].1.clone()).unwrap(),
             Outcome::Dropped => "-".into(),
+            Outcome::Unsubscribed => "unsubscribed".into(),
         };
         assert_eq!(tag(&out[0]), "order");
         assert_eq!(tag(&out[1]), "shop");
@@ -124,7 +125,7 @@ mod tests {
                 s[0].headers[0],
                 ("sluice.format".to_string(), b"debezium".to_vec())
             ),
-            Outcome::Dropped => panic!("dropped"),
+            other => panic!("{other:?}"),
         }
     }
 }
