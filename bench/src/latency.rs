@@ -38,6 +38,9 @@ struct Args {
     /// Baseline: produce the rows straight to Kafka (same producer settings as the
     /// agent) instead of writing them to MariaDB.
     direct: bool,
+    /// With `--direct`: also write each transaction to MariaDB first, as the agent runs
+    /// do, so the baseline shares the two cores with the same database load.
+    db_load: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -54,11 +57,16 @@ fn args() -> anyhow::Result<Args> {
         warmup: 3,
         metrics: None,
         direct: false,
+        db_load: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        if k == "--direct" {
-            a.direct = true;
+        match k.as_str() {
+            "--direct" => a.direct = true,
+            "--db-load" => a.db_load = true,
+            _ => {}
+        }
+        if k == "--direct" || k == "--db-load" {
             continue;
         }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
@@ -197,13 +205,7 @@ async fn main() -> anyhow::Result<()> {
     if a.direct {
         return direct(&a, committed, done, stop, reader).await;
     }
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(a.port)
-        .user(Some(a.user.clone()))
-        .pass(Some(a.password.clone()));
-    let mut db = mysql_async::Conn::new(opts).await.context("connecting")?;
-    db.query_drop("TRUNCATE TABLE bench.lat").await?;
+    let mut db = connect(&a).await?;
     let (mut tick, total, warm) = schedule(&a);
     let mut metrics_from = None;
     let write_start = Instant::now();
@@ -215,18 +217,7 @@ async fn main() -> anyhow::Result<()> {
         {
             metrics_from = delivery_buckets(url).ok();
         }
-        sql.clear();
-        sql.push_str("INSERT INTO bench.lat VALUES ");
-        for i in 0..a.txn_rows {
-            let id = t as u64 * a.txn_rows + i;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "({id},{t},'padding-padding-padding-padding-{id}')"
-            ));
-        }
-        db.query_drop(&sql).await?;
+        insert(&mut db, &mut sql, &a, t).await?;
         committed[t].store(ns(Instant::now()), Ordering::Relaxed);
     }
     let wrote = write_start.elapsed();
@@ -239,6 +230,39 @@ async fn main() -> anyhow::Result<()> {
         wrote,
         Acked::Agent(a.metrics.clone(), metrics_from),
     );
+    Ok(())
+}
+
+/// A connection to the benchmark database, its table emptied.
+async fn connect(a: &Args) -> anyhow::Result<mysql_async::Conn> {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(a.port)
+        .user(Some(a.user.clone()))
+        .pass(Some(a.password.clone()));
+    let mut db = mysql_async::Conn::new(opts).await.context("connecting")?;
+    db.query_drop("TRUNCATE TABLE bench.lat").await?;
+    Ok(db)
+}
+
+/// Transaction `t`: one autocommit INSERT of `txn_rows` rows.
+async fn insert(
+    db: &mut mysql_async::Conn,
+    sql: &mut String,
+    a: &Args,
+    t: usize,
+) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    sql.clear();
+    sql.push_str("INSERT INTO bench.lat VALUES ");
+    for i in 0..a.txn_rows {
+        let id = t as u64 * a.txn_rows + i;
+        if i > 0 {
+            sql.push(',');
+        }
+        let _ = write!(sql, "({id},{t},'padding-padding-padding-padding-{id}')");
+    }
+    db.query_drop(sql.as_str()).await?;
     Ok(())
 }
 
@@ -330,8 +354,10 @@ fn report(a: &Args, lat: &[f64], missing: usize, total: usize, wrote: Duration, 
 }
 
 /// The baseline: the same rows as FlatMessage-shaped JSON produced straight to Kafka
-/// by an idempotent, `acks=all` producer with the agent's linger, one message per
-/// transaction; "committed" is when the send was queued.
+/// by an idempotent, `acks=all` producer with the agent's linger, one message per row
+/// keyed by its id; "committed" is when the transaction's first row was queued. With
+/// `--db-load` each transaction is first committed to MariaDB (not read back by
+/// anything), so the floor is measured beside the same database load as the agent runs.
 async fn direct(
     a: &Args,
     committed: Arc<Vec<AtomicU64>>,
@@ -358,10 +384,18 @@ async fn direct(
         .set("partitioner", "murmur2_random")
         .create_with_context(ctx)
         .context("producer")?;
+    let mut db = match a.db_load {
+        true => Some(connect(a).await?),
+        false => None,
+    };
+    let mut sql = String::new();
     let (mut tick, total, warm) = schedule(a);
     let write_start = Instant::now();
     for t in 0..total {
         tick.tick().await;
+        if let Some(db) = &mut db {
+            insert(db, &mut sql, a, t).await?;
+        }
         producer.context().queued[t].store(ns(Instant::now()), Ordering::Relaxed);
         // One message per row keyed by its id: the agent's message count and spread
         // without a module.
