@@ -128,7 +128,11 @@ impl RouterEngine {
         cfg.epoch_interruption(true);
         cfg.cranelift_nan_canonicalization(true);
         cfg.relaxed_simd_deterministic(true);
-        cfg.parallel_compilation(true);
+        // One compile thread: compiling is rare (a cold start, a new module version) and
+        // on a small host it must not take every core from the pipeline and the
+        // database beside it; it also keeps the compile's peak heap lower (measured on
+        // canal-compat: 1.1 s instead of 0.65 s, 34 MB peak instead of 41).
+        cfg.parallel_compilation(false);
         let mut pool = PoolingAllocationConfig::default();
         let n = max_instances.max(2);
         pool.total_component_instances(n);
@@ -249,15 +253,17 @@ impl RouterEngine {
             .map_err(|e| invalid(format!("does not fit the sluice:router world: {e:#}")))?;
         let pre = RouterPre::new(pre)
             .map_err(|e| invalid(format!("does not export the router world: {e:#}")))?;
-        if !from_cache
-            && let Some(p) = cached
-            && let Ok(bytes) = component.serialize()
-        {
-            // A failed cache write only costs a recompile next time.
-            let tmp = p.with_extension("tmp");
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &p);
+        if !from_cache {
+            if let Some(p) = cached
+                && let Ok(bytes) = component.serialize()
+            {
+                // A failed cache write only costs a recompile next time.
+                let tmp = p.with_extension("tmp");
+                if std::fs::write(&tmp, bytes).is_ok() {
+                    let _ = std::fs::rename(&tmp, &p);
+                }
             }
+            release_freed_heap();
         }
         Ok((
             Arc::new(ModuleCode {
@@ -267,6 +273,23 @@ impl RouterEngine {
             }),
             from_cache,
         ))
+    }
+}
+
+/// Hands the heap that compiling freed back to the system. Cranelift's working memory
+/// (~15 MB for canal-compat, which carries `regex`) is freed when compilation ends but
+/// glibc keeps it mapped, so without this every cold start or hot swap would leave the
+/// agent's resident memory that much higher for good.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim takes no pointers and only releases free pages.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 

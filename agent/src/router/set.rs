@@ -173,7 +173,15 @@ impl RouterSet {
     ) -> Result<Self, RouterError> {
         let mut slots = Vec::new();
         for (spec, bytes) in modules {
-            let (code, _) = engine.compile(&spec.name, &bytes)?;
+            let started = Instant::now();
+            let (code, from_cache) = engine.compile(&spec.name, &bytes)?;
+            tracing::info!(
+                message = "Module loaded.",
+                module = %spec.name,
+                version = %&code.hash[..12],
+                precompiled = from_cache,
+                took_ms = started.elapsed().as_millis() as u64,
+            );
             let instance = ModuleInstance::new(&engine, code, Arc::new(spec))?;
             slots.push(Slot {
                 metrics: slot_metrics(&instance),
