@@ -87,6 +87,13 @@ pub struct Metrics {
     pub messages_acked: Counter,
     /// Messages sent and not yet acknowledged.
     pub in_flight: Gauge,
+    /// Seconds the pipeline stopped reading because the window of unacknowledged
+    /// messages was full: time the sink (the broker) held the agent back.
+    pub window_full_seconds: Counter<f64, AtomicU64>,
+    /// Seconds the pipeline, with room in the window, waited for the binlog reader:
+    /// time the source (server, network, decoding) held it back, or there was nothing
+    /// to read.
+    pub source_wait_seconds: Counter<f64, AtomicU64>,
     /// Time from reading a transaction's commit to the acknowledgement of its last message.
     pub delivery_seconds: Histogram,
     /// Pipeline restarts after a sink failure.
@@ -128,6 +135,8 @@ impl Metrics {
             messages_sent: Counter::default(),
             messages_acked: Counter::default(),
             in_flight: Gauge::default(),
+            window_full_seconds: Counter::default(),
+            source_wait_seconds: Counter::default(),
             delivery_seconds: delivery_histogram(),
             restarts: Counter::default(),
             checkpoint_writes: Counter::default(),
@@ -238,6 +247,16 @@ impl Metrics {
             "sluice_producer_in_flight",
             "Messages sent and not yet acknowledged",
             in_flight
+        );
+        reg!(
+            "sluice_pipeline_window_full_seconds",
+            "Seconds reading stopped because the window of unacknowledged messages was full (the sink held the pipeline back)",
+            window_full_seconds
+        );
+        reg!(
+            "sluice_pipeline_source_wait_seconds",
+            "Seconds the pipeline, with room in the window, waited for binlog events (the source held it back, or there was nothing to read)",
+            source_wait_seconds
         );
         reg!(
             "sluice_delivery_seconds",

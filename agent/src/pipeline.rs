@@ -820,6 +820,17 @@ fn restart_may_help(e: &anyhow::Error) -> bool {
         .is_some_and(|s| matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_)))
 }
 
+/// What woke the pipeline loop.
+enum Wake {
+    Cancel,
+    Command(Command),
+    Pause,
+    Hangup,
+    Tick,
+    WindowPoll,
+    Item(Option<Result<SourceItem, SourceError>>),
+}
+
 /// How often a pipeline waiting for room in the sink's window looks again.
 const WINDOW_POLL: Duration = Duration::from_millis(1);
 
@@ -926,32 +937,57 @@ async fn run_once(
         // still written, commands served and signals heard while the broker catches up.
         run.report_held();
         let room = run.sink.has_room();
-        tokio::select! {
+        let waiting_since = Instant::now();
+        let wake = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break Ok(()),
-            Some(cmd) = inbox.recv() => run.on_command(cmd),
-            _ = pause.changed() => {}
-            _ = hup.recv() => {
+            _ = cancel.cancelled() => Wake::Cancel,
+            Some(cmd) = inbox.recv() => Wake::Command(cmd),
+            _ = pause.changed() => Wake::Pause,
+            _ = hup.recv() => Wake::Hangup,
+            _ = tick.tick() => Wake::Tick,
+            _ = tokio::time::sleep(WINDOW_POLL), if !room => Wake::WindowPoll,
+            item = rx.recv(), if !paused && room => Wake::Item(item),
+        };
+        // Where the time went while nothing was being processed: held back by the sink,
+        // or waiting on the source. Paused time is neither.
+        let waited = waiting_since.elapsed().as_secs_f64();
+        if !room {
+            metrics::global().window_full_seconds.inc_by(waited);
+        } else if !paused {
+            metrics::global().source_wait_seconds.inc_by(waited);
+        }
+        match wake {
+            Wake::Cancel => break Ok(()),
+            Wake::Command(cmd) => run.on_command(cmd),
+            Wake::Pause => {}
+            Wake::Hangup => {
                 if let Some(set) = &run.routers {
                     for (spec, path) in &cfg.modules {
                         match std::fs::read(path) {
-                            Ok(bytes) if set.version_of(&spec.name) != Some(crate::router::engine::hash_hex(&bytes).as_str()) => {
+                            Ok(bytes)
+                                if set.version_of(&spec.name)
+                                    != Some(crate::router::engine::hash_hex(&bytes).as_str()) =>
+                            {
                                 if let Err(e) = set.propose(&spec.name, bytes) {
                                     tracing::warn!(message = "Cannot reload module.", module = %spec.name, error = %e);
                                 }
                             }
                             Ok(_) => {}
-                            Err(e) => tracing::warn!(message = "Cannot read module file.", module = %spec.name, error = %e),
+                            Err(e) => {
+                                tracing::warn!(message = "Cannot read module file.", module = %spec.name, error = %e)
+                            }
                         }
                     }
                 }
             }
-            _ = tick.tick() => {
+            Wake::Tick => {
                 let poll_modules = last_poll.elapsed() >= Duration::from_secs(1);
                 if poll_modules {
                     last_poll = Instant::now();
                 }
-                if let (true, Some(w), Some(set)) = (poll_modules, watcher.as_mut(), run.routers.as_ref()) {
+                if let (true, Some(w), Some(set)) =
+                    (poll_modules, watcher.as_mut(), run.routers.as_ref())
+                {
                     for (name, bytes) in w.poll() {
                         if let Err(e) = set.propose(&name, bytes) {
                             tracing::warn!(message = "Ignoring module file.", module = %name, error = %e);
@@ -966,20 +1002,18 @@ async fn run_once(
                     break Err(e);
                 }
             }
-            _ = tokio::time::sleep(WINDOW_POLL), if !room => {
+            Wake::WindowPoll => {
                 if let Err(e) = run.sink.check().and_then(|()| run.sink.release_held()) {
                     break Err(e.into());
                 }
             }
-            item = rx.recv(), if !paused && room => {
-                match item {
-                    None => break Err(anyhow::anyhow!("the binlog reader stopped")),
-                    Some(Err(e)) => break Err(anyhow::Error::new(e).context("replication stopped")),
-                    Some(Ok(item)) => {
-                        if let Err(e) = run.on_item(item) {
-                            break Err(e);
-                        }
-                    }
+            Wake::Item(None) => break Err(anyhow::anyhow!("the binlog reader stopped")),
+            Wake::Item(Some(Err(e))) => {
+                break Err(anyhow::Error::new(e).context("replication stopped"));
+            }
+            Wake::Item(Some(Ok(item))) => {
+                if let Err(e) = run.on_item(item) {
+                    break Err(e);
                 }
             }
         }

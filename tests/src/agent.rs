@@ -18,6 +18,43 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// A loopback port nothing listens on (for an agent's admin API).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// (status, body) of an unauthenticated GET to the admin API on `port`; status 0 when
+/// nothing answered.
+pub fn admin_get(port: u16, path: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    match agent.get(format!("http://127.0.0.1:{port}{path}")).call() {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.into_body().read_to_string().unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The value of an unlabelled series in the agent's `/metrics` (`None` when absent).
+pub fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, text) = admin_get(port, "/metrics");
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// A running agent.
 pub struct Agent {
     child: Child,

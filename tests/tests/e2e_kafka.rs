@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_tests::agent::Agent;
+use sluice_tests::agent::{Agent, admin_get, free_port};
 use sluice_tests::e2e::{
     PARTITIONS, db_state, module_toml, phase, replay, scenario, setup, source_toml,
 };
@@ -37,29 +37,6 @@ fn kafka_config(
     )
     .expect("config");
     (config, port)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// (status, body) of a GET to the agent's admin API.
-fn admin_get(port: u16, path: &str) -> (u16, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .new_agent();
-    match agent.get(format!("http://127.0.0.1:{port}{path}")).call() {
-        Ok(r) => {
-            let s = r.status().as_u16();
-            (s, r.into_body().read_to_string().unwrap_or_default())
-        }
-        Err(e) => (0, e.to_string()),
-    }
 }
 
 /// Runs `sluice ctl` against the agent's admin API: (exit code, stdout and stderr).

@@ -10,19 +10,12 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
-use sluice_tests::agent::{Agent, Published, binary, read_file_sink};
+use sluice_tests::agent::{Agent, Published, binary, free_port, read_file_sink};
 use sluice_tests::e2e::source_toml;
 use sluice_tests::events::new_version;
 use sluice_tests::live::{exec, server};
 
 const TOKEN: &str = "ops-token-4f1c9a77e2b04d35";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 struct Http {
     agent: ureq::Agent,

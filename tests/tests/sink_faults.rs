@@ -464,6 +464,7 @@ async fn a_full_window_still_checkpoints_what_was_acknowledged() {
 
     let dir = sluice_tests::scratch_dir("window");
     let config = dir.join("sluice.toml");
+    let admin = sluice_tests::agent::free_port();
     let source = sluice_tests::e2e::source_toml(&srv, 4_500_002)
         .replace("start = \"latest\"", &format!("start = \"{file}:{start}\""));
     std::fs::write(
@@ -487,7 +488,7 @@ max_in_flight = 20
 path = "{}"
 
 [admin]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{admin}"
 "#,
             env!("GUEST_CANAL_COMPAT"),
             dir.join("cp").display()
@@ -514,10 +515,29 @@ listen = "127.0.0.1:0"
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
     wait_for(fast_end, "acknowledged transactions before a full window");
     // It stays there: nothing of `window.stuck` is acknowledged.
+    let full = "sluice_pipeline_window_full_seconds_total";
+    let before = sluice_tests::agent::metric(admin, full).expect("window metric exported");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(position(), Some(fast_end));
+    // ...and the operator can see why: the time goes to the full window.
+    let after = sluice_tests::agent::metric(admin, full).expect("window metric exported");
+    assert!(
+        after - before >= 0.3,
+        "{full} rose by {} s in 0.5 s of a full window",
+        after - before
+    );
     m.broker_up(2).expect("up");
     wait_for(end, "after the broker came back");
+    // Caught up: the pipeline now waits on the source, and says so.
+    let idle = "sluice_pipeline_source_wait_seconds_total";
+    let before = sluice_tests::agent::metric(admin, idle).expect("source metric exported");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = sluice_tests::agent::metric(admin, idle).expect("source metric exported");
+    assert!(
+        after - before >= 0.3,
+        "{idle} rose by {} s in 0.5 s with nothing to read",
+        after - before
+    );
     agent.kill9();
     std::fs::remove_dir_all(&dir).ok();
 }
