@@ -6,11 +6,12 @@
 # CPU seconds and peak RSS of the agent, the CPU seconds the broker and MariaDB spent in
 # the same window (all three share the machine's cores), and ratios.
 #
-#   bench/e2e.sh [ROWS]     (default 1000000)
+#   bench/e2e.sh [ROWS]     (default 1000000; REPEAT=3 interleaved rounds, medians)
 #   KAFKA_PROPERTIES='"compression.type" = "lz4"' bench/e2e.sh   (extra librdkafka settings)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
+REPEAT="${REPEAT:-3}"
 
 source bench/services.sh
 sql -e "CREATE DATABASE IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.t10;
@@ -105,7 +106,8 @@ warm() {
 }
 RESULTS=$(mktemp)
 warm
-{
+# Rounds interleave the configurations so the machine's noise falls on all of them.
+for ((round = 1; round <= REPEAT; round++)); do
     run "kafka+canal-compat" "$KAFKA" yes
     run "kafka+no-module" "$KAFKA" no
     run "file+canal-compat" "$FILESINK" yes
@@ -113,13 +115,32 @@ warm
     # its peak RSS includes the compiler's.
     rm -rf "$WORK/module-cache"
     run "kafka+canal,cold-start" "$KAFKA" yes
-} >"$RESULTS"
+done >"$RESULTS"
 echo
 echo "end to end, $ROWS rows x 10 columns drained from a backlog ($FILE:$POS .. $END_FILE:$END_POS)"
+echo "median of $REPEAT interleaved runs (rows/s range: slowest..fastest; RSS: highest)"
 awk -v rows="$ROWS" '
-{ name[NR]=$1; wall[NR]=$2; cpu[NR]=$3; rss[NR]=$4; bcpu[NR]=$5; dcpu[NR]=$6 }
+function median(a, n,    i, j, t, b) {
+  for (i = 1; i <= n; i++) b[i] = a[i]
+  for (i = 2; i <= n; i++) for (j = i; j > 1 && b[j-1] > b[j]; j--) { t = b[j]; b[j] = b[j-1]; b[j-1] = t }
+  return n % 2 ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2
+}
+{
+  if (!($1 in n)) order[++names] = $1
+  k = ++n[$1]
+  wall[$1, k] = $2; cpu[$1, k] = $3; bcpu[$1, k] = $5; dcpu[$1, k] = $6
+  if ($4 > rss[$1]) rss[$1] = $4
+}
 END {
-  printf "%-22s %8s %12s %8s %9s %12s %11s %16s\n", "run", "wall s", "rows/s", "cpu s", "RSS MiB", "broker cpu s", "mariadb cpu", "x kafka+module"
-  for (i=1;i<=NR;i++) printf "%-22s %8.2f %12.0f %8.2f %9.1f %12.2f %11.2f %16.2f\n", name[i], wall[i], rows/wall[i], cpu[i], rss[i]/1024, bcpu[i], dcpu[i], wall[1]/wall[i]
+  printf "%-22s %8s %10s %21s %7s %8s %12s %11s %15s\n", "run", "wall s", "rows/s", "range", "cpu s", "RSS MiB", "broker cpu s", "mariadb cpu", "x kafka+module"
+  for (o = 1; o <= names; o++) {
+    name = order[o]; m = n[name]; lo = 1e18; hi = 0
+    for (k = 1; k <= m; k++) {
+      w[k] = wall[name, k]; c[k] = cpu[name, k]; b[k] = bcpu[name, k]; d[k] = dcpu[name, k]
+      if (w[k] < lo) lo = w[k]; if (w[k] > hi) hi = w[k]
+    }
+    mw = median(w, m); if (o == 1) base = mw
+    printf "%-22s %8.2f %10.0f %10.0f..%-10.0f %7.2f %8.1f %12.2f %11.2f %15.2f\n", name, mw, rows / mw, rows / hi, rows / lo, median(c, m), rss[name] / 1024, median(b, m), median(d, m), base / mw
+  }
 }' "$RESULTS"
 rm -f "$RESULTS"
