@@ -6,7 +6,7 @@
 //! events (read in place, no copies) and pushes one decision per event.
 //! [`export_router!`] turns it into the WebAssembly component the agent loads
 //! (`sluice module build DIR`), and [`testing::Harness`] runs it natively under
-//! `cargo test`.
+//! `cargo test`, applying your subscription exactly as the agent does ([`Selection`]).
 //!
 //! ```
 //! use sluice_sdk::prelude::*;
