@@ -19,27 +19,79 @@ pub fn push_double(out: &mut Vec<u8>, v: f64) {
     push_gcvt(out, v, None);
 }
 
+/// Scientific text of one value, on the stack: formatting a column value must not
+/// allocate (a DOUBLE column is formatted once per row).
+struct SciText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl SciText {
+    fn of(v: f64, precision: Option<usize>) -> SciText {
+        use std::fmt::Write;
+        let mut t = SciText {
+            buf: [0; 40],
+            len: 0,
+        };
+        // At most 17 significant digits, a point and `e-324`: always fits.
+        let _ = match precision {
+            None => write!(t, "{v:e}"),
+            Some(p) => write!(t, "{v:.p$e}"),
+        };
+        t
+    }
+
+    /// The significant digits (into `out`) and the exponent of `d.ddde±x`.
+    fn split(&self, out: &mut Digits) -> i32 {
+        let s = &self.buf[..self.len];
+        let e_at = s.iter().position(|&c| c == b'e').unwrap_or(s.len());
+        out.len = 0;
+        for &c in &s[..e_at] {
+            if c.is_ascii_digit() {
+                out.buf[out.len] = c;
+                out.len += 1;
+            }
+        }
+        std::str::from_utf8(s.get(e_at + 1..).unwrap_or_default())
+            .ok()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl std::fmt::Write for SciText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Significant digits of a value (no more than its scientific text has bytes).
+struct Digits {
+    buf: [u8; 40],
+    len: usize,
+}
+
 /// Significant digits and decimal exponent (`0.d1d2.. x 10^decpt`) of `|v|`, limited to
 /// `max_digits` when given, like dtoa mode 4.
-fn digits(v: f64, max_digits: Option<usize>) -> (Vec<u8>, i32) {
-    let shortest = format!("{:e}", v.abs());
-    let (mut mant, mut exp) = split_sci(&shortest);
+fn digits(v: f64, max_digits: Option<usize>) -> (Digits, i32) {
+    let mut mant = Digits {
+        buf: [0; 40],
+        len: 0,
+    };
+    let mut exp = SciText::of(v.abs(), None).split(&mut mant);
     if let Some(n) = max_digits
-        && mant.len() > n
+        && mant.len > n
     {
-        let rounded = format!("{:.*e}", n - 1, v.abs());
-        (mant, exp) = split_sci(&rounded);
-        while mant.len() > 1 && mant.last() == Some(&b'0') {
-            mant.pop();
+        exp = SciText::of(v.abs(), Some(n - 1)).split(&mut mant);
+        while mant.len > 1 && mant.buf[mant.len - 1] == b'0' {
+            mant.len -= 1;
         }
     }
     (mant, exp + 1)
-}
-
-fn split_sci(s: &str) -> (Vec<u8>, i32) {
-    let (m, e) = s.split_once('e').unwrap_or((s, "0"));
-    let mant: Vec<u8> = m.bytes().filter(u8::is_ascii_digit).collect();
-    (mant, e.parse().unwrap_or(0))
 }
 
 fn push_gcvt(out: &mut Vec<u8>, v: f64, max_digits: Option<usize>) {
@@ -55,7 +107,8 @@ fn push_gcvt(out: &mut Vec<u8>, v: f64, max_digits: Option<usize>) {
         out.push(b'0');
         return;
     }
-    let (d, decpt) = digits(v, max_digits);
+    let (digits, decpt) = digits(v, max_digits);
+    let d = &digits.buf[..digits.len];
     let len = d.len() as i32;
     if v < 0.0 {
         out.push(b'-');
@@ -67,13 +120,13 @@ fn push_gcvt(out: &mut Vec<u8>, v: f64, max_digits: Option<usize>) {
             for _ in decpt..0 {
                 out.push(b'0');
             }
-            out.extend_from_slice(&d);
+            out.extend_from_slice(d);
         } else if decpt < len {
             out.extend_from_slice(&d[..decpt as usize]);
             out.push(b'.');
             out.extend_from_slice(&d[decpt as usize..]);
         } else {
-            out.extend_from_slice(&d);
+            out.extend_from_slice(d);
             for _ in len..decpt {
                 out.push(b'0');
             }
