@@ -61,13 +61,17 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        // Flags take no value.
         match k.as_str() {
-            "--direct" => a.direct = true,
-            "--db-load" => a.db_load = true,
+            "--direct" => {
+                a.direct = true;
+                continue;
+            }
+            "--db-load" => {
+                a.db_load = true;
+                continue;
+            }
             _ => {}
-        }
-        if k == "--direct" || k == "--db-load" {
-            continue;
         }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
@@ -384,9 +388,10 @@ async fn direct(
         .set("partitioner", "murmur2_random")
         .create_with_context(ctx)
         .context("producer")?;
-    let mut db = match a.db_load {
-        true => Some(connect(a).await?),
-        false => None,
+    let mut db = if a.db_load {
+        Some(connect(a).await?)
+    } else {
+        None
     };
     let mut sql = String::new();
     let (mut tick, total, warm) = schedule(a);

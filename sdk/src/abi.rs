@@ -565,6 +565,26 @@ pub struct ParsedDestination {
     pub headers: Vec<(Range<usize>, Range<usize>)>,
 }
 
+impl ParsedDestination {
+    /// The key, copied out of `buf` (the decision buffer this was parsed from).
+    pub fn key_in(&self, buf: &[u8]) -> Option<Vec<u8>> {
+        self.key.clone().map(|r| buf[r].to_vec())
+    }
+
+    /// The headers, copied out of `buf` (names are UTF-8, checked by the parser).
+    pub fn headers_in(&self, buf: &[u8]) -> Vec<(String, Vec<u8>)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(&buf[n.clone()]).into_owned(),
+                    buf[v.clone()].to_vec(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// A parsed topic reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedTopic {

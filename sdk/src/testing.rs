@@ -33,10 +33,9 @@ pub enum Outcome {
     Unsubscribed,
 }
 
-/// A table as the test declared it, every column, and which of them ship.
+/// What the router's view of a declared table leaves out: how many columns the test
+/// gives per row, and which of them ship.
 struct Declared {
-    database: String,
-    name: String,
     width: usize,
     projection: Vec<usize>,
 }
@@ -124,8 +123,6 @@ impl<R: Router> Harness<R> {
         self.declared.insert(
             id,
             Declared {
-                database: database.into(),
-                name: name.into(),
                 width: columns.len(),
                 projection,
             },
@@ -141,13 +138,13 @@ impl<R: Router> Harness<R> {
         after: Option<&[Option<&str>]>,
     ) -> &mut Self {
         let event = self.queued.len();
-        let Some(t) = self.declared.get(&table) else {
+        let (Some(t), Some(named)) = (self.declared.get(&table), self.tables.get(table)) else {
             self.misuse
                 .get_or_insert_with(|| format!("event {event}: table {table} was not declared"));
             self.queued.push(false);
             return self;
         };
-        if !self.selection.wants(&t.database, &t.name, kind) {
+        if !self.selection.wants(&named.database, &named.name, kind) {
             self.queued.push(false);
             return self;
         }
@@ -158,8 +155,8 @@ impl<R: Router> Harness<R> {
                     format!(
                         "event {event}: {} values for {}.{}, which has {} columns",
                         image.len(),
-                        t.database,
-                        t.name,
+                        named.database,
+                        named.name,
                         t.width
                     )
                 });
@@ -242,29 +239,22 @@ impl<R: Router> Harness<R> {
             ParsedDecision::Route(ds) => ds
                 .into_iter()
                 .map(|d| {
-                    let topic = match d.topic {
+                    let topic = match &d.topic {
                         ParsedTopic::Index(i) => self
                             .subscription
                             .topics
-                            .get(i as usize)
+                            .get(*i as usize)
                             .cloned()
                             .ok_or_else(|| format!("topic index {i} is not declared"))?,
-                        ParsedTopic::Name(r) => String::from_utf8_lossy(&bytes[r]).into_owned(),
+                        ParsedTopic::Name(r) => {
+                            String::from_utf8_lossy(&bytes[r.clone()]).into_owned()
+                        }
                     };
                     Ok(Sent {
                         topic,
-                        key: d.key.map(|r| bytes[r].to_vec()),
+                        key: d.key_in(&bytes),
                         partition: d.partition,
-                        headers: d
-                            .headers
-                            .into_iter()
-                            .map(|(n, v)| {
-                                (
-                                    String::from_utf8_lossy(&bytes[n]).into_owned(),
-                                    bytes[v].to_vec(),
-                                )
-                            })
-                            .collect(),
+                        headers: d.headers_in(&bytes),
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()

@@ -567,8 +567,8 @@ impl ModuleInstance {
             &decisions,
             inputs.len(),
             |input, dest| -> Result<(), Stop> {
-                let topic = match dest.topic {
-                    ParsedTopic::Index(i) => topics.get(i as usize).cloned().ok_or_else(|| {
+                let topic = match &dest.topic {
+                    ParsedTopic::Index(i) => topics.get(*i as usize).cloned().ok_or_else(|| {
                         bad(format!(
                             "topic index {i} but {} topics declared",
                             topics.len()
@@ -576,7 +576,7 @@ impl ModuleInstance {
                     })?,
                     ParsedTopic::Name(r) => {
                         // Checked as UTF-8 by the parser.
-                        let name = std::str::from_utf8(&decisions[r])
+                        let name = std::str::from_utf8(&decisions[r.clone()])
                             .map_err(|_| bad("topic name is not UTF-8".into()))?;
                         match inline_topics.get(name) {
                             Some(t) => t.clone(),
@@ -600,18 +600,9 @@ impl ModuleInstance {
                     input,
                     Route {
                         topic,
-                        key: dest.key.map(|r| decisions[r].to_vec()),
+                        key: dest.key_in(&decisions),
                         partition: dest.partition,
-                        headers: dest
-                            .headers
-                            .into_iter()
-                            .map(|(n, v)| {
-                                (
-                                    String::from_utf8_lossy(&decisions[n]).into_owned(),
-                                    decisions[v].to_vec(),
-                                )
-                            })
-                            .collect(),
+                        headers: dest.headers_in(&decisions),
                     },
                 );
                 Ok(())
