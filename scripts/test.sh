@@ -24,3 +24,5 @@ cargo build --workspace --bins --locked
 # Integration test binaries run one after another; the ones that restart the server or
 # change its global settings are single test functions.
 cargo test --workspace --locked
+# A bounded coverage-guided fuzz pass over the binlog decoder (a finding fails the run).
+scripts/fuzz.sh "${SLUICE_FUZZ_SECS:-120}"

@@ -5,6 +5,10 @@
 //! rename, fsync the directory), so a crash leaves the old or the new checkpoint, never
 //! a torn one.
 //!
+//! One agent per checkpoint: [`Lock`] holds an exclusive `flock` on `<checkpoint>.lock`
+//! for the life of the process, so a second agent started with the same config stops
+//! before it connects (and, with the same server id, kills the first's replication).
+//!
 //! Writes normally go through [`Writer`], a thread of their own: on a database host the
 //! disk is busy and an fsync can take tens of milliseconds, which must not stall the
 //! pipeline. Only the newest pending checkpoint is written; a failed write is reported
@@ -80,6 +84,75 @@ pub fn store(path: &Path, cp: &Checkpoint) -> anyhow::Result<()> {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
     }
     Ok(())
+}
+
+/// An exclusive claim on a checkpoint path, held until dropped (or the process ends,
+/// however it ends: the kernel releases a `flock` with the last descriptor). The lock is
+/// on a sibling file because the checkpoint itself is replaced by rename, which would
+/// leave a lock on the old inode.
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+/// Another process holds the checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "checkpoint {checkpoint} is in use by another agent ({holder}); two agents on one \
+     checkpoint would replicate under one server id and overwrite each other's position. \
+     Stop the other agent, or give this one its own `checkpoint.path` and `source.server_id`"
+)]
+pub struct LockedError {
+    /// The checkpoint path.
+    pub checkpoint: String,
+    /// Who holds it, as its lock file says (`pid N`).
+    pub holder: String,
+}
+
+impl Lock {
+    /// Takes the lock of `checkpoint` without waiting, and writes this process's pid into
+    /// the lock file for the next one to name.
+    pub fn acquire(checkpoint: &Path) -> anyhow::Result<Lock> {
+        let mut name = checkpoint.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening the checkpoint lock {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let held = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = match held.trim().parse::<u32>() {
+                    Ok(pid) => format!("pid {pid}"),
+                    Err(_) => "pid unknown".to_string(),
+                };
+                return Err(LockedError {
+                    checkpoint: checkpoint.display().to_string(),
+                    holder,
+                }
+                .into());
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e)
+                    .with_context(|| format!("locking the checkpoint lock {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all().ok();
+        Ok(Lock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// What a written checkpoint is announced to (metrics, status).
@@ -220,6 +293,22 @@ fn write_loop(shared: &Shared, path: &Path, on_written: OnWritten) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_checkpoint_is_refused_naming_the_holder() {
+        let dir = std::env::temp_dir().join(format!("sluice-cplock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cp = dir.join("checkpoint");
+        let first = Lock::acquire(&cp).unwrap();
+        let e = Lock::acquire(&cp).unwrap_err();
+        let locked = e.downcast_ref::<LockedError>().expect("a LockedError");
+        assert_eq!(locked.holder, format!("pid {}", std::process::id()));
+        assert!(e.to_string().contains("in use by another agent"), "{e}");
+        drop(first);
+        // Released with the descriptor: the next agent gets it.
+        let again = Lock::acquire(&cp).unwrap();
+        assert!(again.path().ends_with("checkpoint.lock"));
+    }
 
     #[test]
     fn writer_writes_the_newest_and_reports_failures() {

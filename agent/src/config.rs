@@ -235,13 +235,6 @@ pub enum SinkKind {
     },
 }
 
-/// librdkafka property names whose values are secrets (never printed).
-fn is_secret_property(key: &str) -> bool {
-    ["password", "secret", "token", ".key", "jaas"]
-        .iter()
-        .any(|s| key.contains(s))
-}
-
 impl std::fmt::Debug for SinkKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -254,7 +247,7 @@ impl std::fmt::Debug for SinkKind {
                 let shown: BTreeMap<&str, &str> = properties
                     .iter()
                     .map(|(k, v)| {
-                        let v = if is_secret_property(k) {
+                        let v = if crate::secret::is_secret_key(k) {
                             "***"
                         } else {
                             v.as_str()
@@ -369,8 +362,13 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let raw: RawConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                crate::secret::toml_error(&text, &e)
+            )
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::validate(raw, base).with_context(|| format!("in {}", path.display()))
     }
@@ -563,6 +561,32 @@ impl Config {
     }
 }
 
+/// The admin token exactly as requests must present it: surrounding whitespace (a
+/// file's trailing newline) is not part of it, and what is left must be at least 16
+/// visible ASCII characters, so the length checked is the length compared (HTTP header
+/// values cannot carry other bytes, so a token with them could never match).
+fn admin_token(raw: &str, key: &str) -> anyhow::Result<String> {
+    let t = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+    if let Some(bad) = t.chars().find(|c| !c.is_ascii_graphic()) {
+        bail!(
+            "{key}: the token may hold only visible ASCII characters, found {}",
+            if bad.is_whitespace() {
+                "whitespace inside it".to_string()
+            } else {
+                format!("U+{:04X}", u32::from(bad))
+            }
+        );
+    }
+    if t.len() < 16 {
+        bail!(
+            "{key}: the token has {} characters (surrounding whitespace not counted), too few to \
+             resist guessing; use at least 16",
+            t.len()
+        );
+    }
+    Ok(t.to_string())
+}
+
 fn validate_admin(
     a: &RawAdmin,
     rel: &dyn Fn(&Path) -> PathBuf,
@@ -579,25 +603,19 @@ fn validate_admin(
     })?;
     let token = match (&a.token_env, &a.token_file) {
         (Some(_), Some(_)) => bail!("admin: set one of `token_env` and `token_file`, not both"),
-        (Some(var), None) => Some(std::env::var(var).with_context(|| {
-            format!("admin.token_env: environment variable `{var}` is not set")
-        })?),
-        (None, Some(f)) => Some(
-            std::fs::read_to_string(rel(f))
-                .with_context(|| format!("admin.token_file: cannot read `{}`", f.display()))?
-                .trim()
-                .to_string(),
-        ),
+        (Some(var), None) => Some(admin_token(
+            &std::env::var(var).with_context(|| {
+                format!("admin.token_env: environment variable `{var}` is not set")
+            })?,
+            &format!("admin.token_env (`{var}`)"),
+        )?),
+        (None, Some(f)) => Some(admin_token(
+            &std::fs::read_to_string(rel(f))
+                .with_context(|| format!("admin.token_file: cannot read `{}`", f.display()))?,
+            &format!("admin.token_file (`{}`)", f.display()),
+        )?),
         (None, None) => None,
     };
-    if let Some(t) = &token
-        && t.len() < 16
-    {
-        bail!(
-            "admin token: {} characters is too short to guess-proof; use at least 16",
-            t.len()
-        );
-    }
     if !addr.ip().is_loopback() && token.is_none() {
         bail!(
             "admin.listen: `{addr}` is not a loopback address; set `token_env` or `token_file` so the API requires a bearer token"
@@ -699,6 +717,27 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
+    }
+
+    #[test]
+    fn the_admin_token_is_checked_as_it_is_compared() {
+        let with_token = |t: &str| {
+            parse(&format!(
+                "{BASE}[sink]\nkind = \"stdout\"\n[admin]\nlisten = \"0.0.0.0:9180\"\ntoken_file = \"{}\"\n",
+                write_file("tok-check", t)
+            ))
+        };
+        // `a` and fifteen spaces: sixteen bytes, one character of token.
+        let e = with_token(&format!("a{}", " ".repeat(15))).unwrap_err();
+        assert!(e.to_string().contains("has 1 characters"), "{e}");
+        let e = with_token("0123456789 abcdefgh").unwrap_err();
+        assert!(e.to_string().contains("whitespace inside"), "{e}");
+        let e = with_token("0123456789abcdéfgh").unwrap_err();
+        assert!(e.to_string().contains("U+00E9"), "{e}");
+        // A file's trailing newline is not part of the token.
+        let ok = with_token("0123456789abcdefgh\n").unwrap();
+        let token = ok.admin.and_then(|a| a.token).unwrap();
+        assert_eq!(token.expose(), "0123456789abcdefgh");
     }
 
     fn write_file(name: &str, content: &str) -> String {

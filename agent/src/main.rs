@@ -281,6 +281,9 @@ async fn agent(cfg: sluice::config::Config) -> anyhow::Result<()> {
     use std::sync::Arc;
     // Secrets in the config print as `***` (see `sluice::secret`).
     tracing::debug!(message = "Configuration loaded.", config = ?cfg);
+    // Before anything listens or connects: a second agent on this checkpoint must stop
+    // here, not after its replica connection has displaced the first one's.
+    let _lock = sluice::checkpoint::Lock::acquire(&cfg.checkpoint)?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let control = Arc::new(sluice::control::Control::new(cfg.stall_after));
     let admin = match &cfg.admin {

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use super::decoder::Decoder;
 use super::error::{BinlogError, DecodeError, Location};
-use super::{BINLOG_MAGIC, EventHeader, HEADER_LEN, event_type};
+use super::{
+    BINLOG_MAGIC, CHECKSUM_LEN, ChecksumAlg, EventHeader, FormatDescription, HEADER_LEN, event_type,
+};
 use crate::event::SourceItem;
 
 /// Largest event accepted from a file (MySQL's own ceiling is 1 GiB).
@@ -54,13 +56,29 @@ pub fn binlog_name(path: &Path) -> String {
 pub fn read_file<E>(
     path: &Path,
     decoder: &mut Decoder,
-    mut emit: impl FnMut(SourceItem) -> Result<(), E>,
+    emit: impl FnMut(SourceItem) -> Result<(), E>,
 ) -> Result<FileStats, ReadError<E>> {
-    let display = path.display().to_string();
     let mut r = open(path)?;
     decoder.start_file(&binlog_name(path));
+    read_stream(&mut r, &path.display().to_string(), decoder, emit)
+}
+
+/// Reads every event of one binlog file's bytes from `r` (magic first) through
+/// `decoder`, as [`read_file`] does; `display` names the input in errors. The decoder's
+/// file name must already be set ([`Decoder::start_file`]).
+///
+/// Every input ends: each event advances by its declared size (at least a header), and
+/// the buffer holds at most the bytes the input really has, so time and memory follow
+/// the input's length, not what its headers claim.
+pub fn read_stream<E>(
+    r: &mut dyn Read,
+    display: &str,
+    decoder: &mut Decoder,
+    mut emit: impl FnMut(SourceItem) -> Result<(), E>,
+) -> Result<FileStats, ReadError<E>> {
+    let display = display.to_string();
     let mut magic = [0u8; 4];
-    let got = read_full(&mut r, &mut magic).map_err(|source| BinlogError::Io {
+    let got = read_full(r, &mut magic).map_err(|source| BinlogError::Io {
         file: display.clone(),
         source,
     })?;
@@ -80,7 +98,7 @@ pub fn read_file<E>(
     let mut offset: u64 = 4;
     loop {
         buf.resize(HEADER_LEN, 0);
-        let got = read_full(&mut r, &mut buf[..HEADER_LEN]).map_err(|source| BinlogError::Io {
+        let got = read_full(r, &mut buf[..HEADER_LEN]).map_err(|source| BinlogError::Io {
             file: display.clone(),
             source,
         })?;
@@ -121,19 +139,18 @@ pub fn read_file<E>(
             .into());
         }
         let size = header.event_size as usize;
-        buf.resize(size, 0);
-        let got = read_full(&mut r, &mut buf[HEADER_LEN..]).map_err(|source| BinlogError::Io {
+        let got = read_growing(r, &mut buf, size).map_err(|source| BinlogError::Io {
             file: display.clone(),
             source,
         })?;
-        if got < size - HEADER_LEN {
+        if got < size {
             return Err(BinlogError::Event {
                 location: location(tname),
                 error: DecodeError::Truncated {
                     what: "event (file ends inside it)",
-                    at: HEADER_LEN + got,
+                    at: got,
                     needed: size,
-                    available: HEADER_LEN + got,
+                    available: got,
                 },
             }
             .into());
@@ -166,6 +183,29 @@ pub enum ReadError<E> {
     Emit(E),
 }
 
+/// Reads the rest of an event whose header is in `buf` until `buf` holds `size` bytes or
+/// the input ends; returns the bytes held. The buffer grows by doubling as bytes arrive,
+/// never to the size the header declares up front: a short file claiming a 1 GiB event
+/// costs what it holds, not 1 GiB.
+fn read_growing(r: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> std::io::Result<usize> {
+    let mut have = buf.len().min(size);
+    buf.truncate(have);
+    while have < size {
+        let step = (size - have).min(have.max(GROW_STEP));
+        buf.resize(have + step, 0);
+        let got = read_full(r, &mut buf[have..])?;
+        have += got;
+        if got < step {
+            buf.truncate(have);
+            break;
+        }
+    }
+    Ok(have)
+}
+
+/// Smallest growth step of the event buffer.
+const GROW_STEP: usize = 64 * 1024;
+
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -177,4 +217,46 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Recomputes the CRC32 of every event of a binlog file image (magic first) that its
+/// format description says carries one, and returns how many were resealed. For tests
+/// and fuzzing: a changed byte then reaches the decoder, as a server bug or a corrupt
+/// disk would deliver it, instead of stopping at the checksum. Stops at the first event
+/// whose declared size does not fit.
+pub fn reseal(file: &mut [u8]) -> usize {
+    let mut offset = BINLOG_MAGIC.len();
+    let mut crc = false;
+    let mut sealed = 0;
+    while offset + HEADER_LEN <= file.len() {
+        let ev = &file[offset..];
+        let size = u32::from_le_bytes([ev[9], ev[10], ev[11], ev[12]]) as usize;
+        if size < HEADER_LEN + CHECKSUM_LEN || size > ev.len() {
+            break;
+        }
+        let ev = &mut file[offset..offset + size];
+        if ev[4] == event_type::FORMAT_DESCRIPTION {
+            crc = matches!(
+                FormatDescription::split_checksum(ev),
+                Ok((ChecksumAlg::Crc32, _))
+            );
+        }
+        if crc {
+            let body = size - CHECKSUM_LEN;
+            let mut sum = crc32fast::hash(&ev[..body]);
+            if ev[4] == event_type::FORMAT_DESCRIPTION && ev[17] & 0x01 != 0 {
+                // MySQL sums a live file's FDE before setting LOG_EVENT_BINLOG_IN_USE_F;
+                // keep that form, which the decoder accepts.
+                let mut h = crc32fast::Hasher::new();
+                h.update(&ev[..17]);
+                h.update(&[ev[17] & !0x01]);
+                h.update(&ev[18..body]);
+                sum = h.finalize();
+            }
+            ev[body..].copy_from_slice(&sum.to_le_bytes());
+            sealed += 1;
+        }
+        offset += size;
+    }
+    sealed
 }

@@ -314,7 +314,7 @@ impl FormatDescription {
     }
 
     /// (checksum algorithm, body without the algorithm byte and CRC) of a whole FDE.
-    fn split_checksum(bytes: &[u8]) -> Result<(ChecksumAlg, &[u8]), DecodeError> {
+    pub(crate) fn split_checksum(bytes: &[u8]) -> Result<(ChecksumAlg, &[u8]), DecodeError> {
         // binlog_version(2) + server_version(50) + create_timestamp(4) + header_len(1)
         const FIXED: usize = 2 + 50 + 4 + 1;
         let body = bytes.get(HEADER_LEN..).unwrap_or_default();

@@ -157,6 +157,11 @@ fn decode_body(
     }
 }
 
+/// Most cells a rows event may decode to per byte of its row data. FULL images stay under
+/// 8 (every present cell costs at least a null-bitmap bit); MINIMAL images of very wide
+/// tables are the only legal events that come near.
+const MAX_SPANS_PER_BYTE: usize = 64;
+
 fn decode_images(
     c: &mut Cursor<'_>,
     lay: RowsLayout,
@@ -172,7 +177,16 @@ fn decode_images(
         columns: width,
         images,
     };
+    // Cells cost a `Span` each whether or not the image carries them, so a row that
+    // takes few bytes can still cost many; the budget keeps a hostile event's decoded
+    // form within a fixed multiple of its size. Rows with every column present (FULL
+    // images, which the live source requires) use at most 8 spans per byte.
+    let span_budget = c
+        .remaining()
+        .saturating_mul(MAX_SPANS_PER_BYTE)
+        .max(width * images);
     while !c.is_empty() {
+        let row_start = c.offset();
         for (image, bitmap) in present.iter().enumerate().take(images) {
             let partial_json = if lay.partial && image == 1 {
                 read_partial_header(c, schema, bitmap)?
@@ -180,6 +194,29 @@ fn decode_images(
                 false
             };
             decode_image(c, schema, bitmap, &mut rows, opts, partial_json)?;
+        }
+        // A row that reads no bytes (no column present, so no null bitmap and no
+        // values) would repeat forever on the same input.
+        if c.offset() == row_start {
+            return Err(DecodeError::Malformed {
+                what: "rows event column bitmap",
+                at: row_start,
+                detail: format!(
+                    "no column of `{}` is present, so a row takes no bytes",
+                    schema.qualified_name()
+                ),
+            });
+        }
+        if rows.spans.len() > span_budget {
+            return Err(DecodeError::Malformed {
+                what: "rows event",
+                at: row_start,
+                detail: format!(
+                    "rows of `{}` ({width} columns) decode to more than {MAX_SPANS_PER_BYTE} \
+                     cells per byte of the event",
+                    schema.qualified_name()
+                ),
+            });
         }
     }
     Ok(rows)

@@ -20,7 +20,12 @@ use crate::event::{
 /// Flattens a TOML table into module config pairs: nested keys joined with `.`,
 /// arrays joined with `,`, scalars as text.
 pub fn flatten_config(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let value: toml::Table = toml::from_str(text).context("module config is not valid TOML")?;
+    let value: toml::Table = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "module config is not valid TOML: {}",
+            crate::secret::toml_error(text, &e)
+        )
+    })?;
     let mut out = Vec::new();
     flatten("", &toml::Value::Table(value), &mut out);
     Ok(out)
