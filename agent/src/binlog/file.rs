@@ -228,31 +228,30 @@ pub fn reseal(file: &mut [u8]) -> usize {
     let mut offset = BINLOG_MAGIC.len();
     let mut crc = false;
     let mut sealed = 0;
-    while offset + HEADER_LEN <= file.len() {
-        let ev = &file[offset..];
-        let size = u32::from_le_bytes([ev[9], ev[10], ev[11], ev[12]]) as usize;
-        if size < HEADER_LEN + CHECKSUM_LEN || size > ev.len() {
+    while let Ok(header) = EventHeader::parse(&file[offset.min(file.len())..]) {
+        let size = header.event_size as usize;
+        if size < HEADER_LEN + CHECKSUM_LEN || offset + size > file.len() {
             break;
         }
         let ev = &mut file[offset..offset + size];
-        if ev[4] == event_type::FORMAT_DESCRIPTION {
+        let body = size - CHECKSUM_LEN;
+        let sum = if header.event_type == event_type::FORMAT_DESCRIPTION {
             crc = matches!(
                 FormatDescription::split_checksum(ev),
                 Ok((ChecksumAlg::Crc32, _))
             );
-        }
+            // MySQL sums a live file's FDE before it sets LOG_EVENT_BINLOG_IN_USE_F
+            // (0x01 of the flags at byte 17): sum it with the flag clear, the form
+            // `frame` accepts whichever way the flag stands.
+            let mut h = crc32fast::Hasher::new();
+            h.update(&ev[..17]);
+            h.update(&[ev[17] & !0x01]);
+            h.update(&ev[18..body]);
+            h.finalize()
+        } else {
+            crc32fast::hash(&ev[..body])
+        };
         if crc {
-            let body = size - CHECKSUM_LEN;
-            let mut sum = crc32fast::hash(&ev[..body]);
-            if ev[4] == event_type::FORMAT_DESCRIPTION && ev[17] & 0x01 != 0 {
-                // MySQL sums a live file's FDE before setting LOG_EVENT_BINLOG_IN_USE_F;
-                // keep that form, which the decoder accepts.
-                let mut h = crc32fast::Hasher::new();
-                h.update(&ev[..17]);
-                h.update(&[ev[17] & !0x01]);
-                h.update(&ev[18..body]);
-                sum = h.finalize();
-            }
             ev[body..].copy_from_slice(&sum.to_le_bytes());
             sealed += 1;
         }
