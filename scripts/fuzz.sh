@@ -41,6 +41,16 @@ cd agent
 cargo fuzz build -O --sanitizer none decode_file
 # The work corpus grows across runs on one machine (kept under ~/.cache); the seeds
 # directory is read-only input.
-cargo fuzz run -O --sanitizer none decode_file "$WORK/corpus" "$SEEDS" -- \
+START="$(date +%s)"
+if ! cargo fuzz run -O --sanitizer none decode_file "$WORK/corpus" "$SEEDS" -- \
     -max_total_time="$SECS" -timeout=10 -rss_limit_mb=512 -max_len=1048576 \
-    -print_final_stats=1 -artifact_prefix="$(pwd)/fuzz/artifacts/"
+    -print_final_stats=1 -artifact_prefix="$(pwd)/fuzz/artifacts/"; then
+    # Print the finding itself, so a CI log alone is enough to reproduce it:
+    #   base64 -d > f; cargo fuzz run -O --sanitizer none decode_file f
+    find fuzz/artifacts -type f -newermt "@$START" -size -256k -print0 |
+        while IFS= read -r -d '' f; do
+            echo "fuzz.sh: finding $f, $(wc -c <"$f") bytes, base64:" >&2
+            base64 -w0 "$f" >&2; echo >&2
+        done
+    exit 1
+fi

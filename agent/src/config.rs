@@ -126,6 +126,11 @@ pub struct RawModule {
     /// Deadline per call in milliseconds.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
+    /// Batches in a row failing outright before the version is quarantined (0: only
+    /// the failing-time budget quarantines it).
+    pub quarantine_after: Option<u32>,
+    /// First quarantine in milliseconds (doubles on every trip, up to 60 s).
+    pub quarantine_ms: Option<u64>,
     /// Message format of this module's destinations (default: the sink's); a decision
     /// can still pick one with the `sluice.format` header.
     pub format: Option<Format>,
@@ -446,6 +451,17 @@ impl Config {
             if m.deadline_ms == 0 || m.deadline_ms > 60_000 {
                 bail!("{at}.deadline_ms: {} is not within 1..60000", m.deadline_ms);
             }
+            let deadline = Duration::from_millis(m.deadline_ms);
+            let mut breaker = crate::router::BreakerSpec::for_deadline(deadline);
+            if let Some(n) = m.quarantine_after {
+                breaker.after = n;
+            }
+            if let Some(ms) = m.quarantine_ms {
+                if !(10..=60_000).contains(&ms) {
+                    bail!("{at}.quarantine_ms: {ms} is not within 10..60000");
+                }
+                breaker.first = Duration::from_millis(ms);
+            }
             if let Some(f) = m.format {
                 module_formats.insert(m.name.clone(), f);
             }
@@ -465,9 +481,10 @@ impl Config {
                     },
                     limits: Limits {
                         memory_bytes: m.memory_mb << 20,
-                        deadline: Duration::from_millis(m.deadline_ms),
+                        deadline,
                     },
                     on_error,
+                    breaker,
                 },
                 file,
             ));

@@ -213,6 +213,17 @@ impl Control {
         if self.paused() {
             why.push("paused by an operator".into());
         }
+        for m in self.modules() {
+            if let Some(q) = &m.quarantine {
+                why.push(format!(
+                    "module `{}` is quarantined (version {}, {} time(s)): {}",
+                    m.name,
+                    m.version.get(..12).unwrap_or(&m.version),
+                    q.trips,
+                    q.reason
+                ));
+            }
+        }
         why
     }
 }

@@ -77,7 +77,15 @@ pub struct Metrics {
     pub module_failures: Family<ModuleKindLabels, Counter>,
     /// Policy actions taken on failures (halt, skip, dead-letter).
     pub module_policy_actions: Family<ModuleKindLabels, Counter>,
-    /// Duration of one module call (one batch).
+    /// Module log lines dropped by the per-second rate limit.
+    pub module_log_dropped: Family<ModuleLabels, Counter>,
+    /// Module traps by trap code (unreachable, stack-overflow, out-of-bounds, ...).
+    pub module_traps: Family<ModuleKindLabels, Counter>,
+    /// 1 while a module version is quarantined by its circuit breaker.
+    pub module_quarantined: Family<ModuleLabels, Gauge>,
+    /// Times a module version's circuit breaker opened.
+    pub module_quarantines: Family<ModuleLabels, Counter>,
+    /// Duration of one module call (one batch, or one event of an isolation retry).
     pub module_call_seconds: HistogramFamily<[(&'static str, String); 1]>,
     /// Candidate outcomes (promoted, rejected, rolled-back) per module.
     pub module_swaps: Family<[(&'static str, String); 2], Counter>,
@@ -130,6 +138,10 @@ impl Metrics {
             module_dropped: Family::default(),
             module_failures: Family::default(),
             module_policy_actions: Family::default(),
+            module_log_dropped: Family::default(),
+            module_traps: Family::default(),
+            module_quarantined: Family::default(),
+            module_quarantines: Family::default(),
             module_call_seconds: Family::new_with_constructor(latency_histogram),
             module_swaps: Family::default(),
             messages_sent: Counter::default(),
@@ -224,8 +236,28 @@ impl Metrics {
             module_policy_actions
         );
         reg!(
+            "sluice_module_log_dropped",
+            "Module log lines dropped by the per-second rate limit",
+            module_log_dropped
+        );
+        reg!(
+            "sluice_module_traps",
+            "Module traps by trap code (unreachable, stack-overflow, out-of-bounds, ...)",
+            module_traps
+        );
+        reg!(
+            "sluice_module_quarantined",
+            "1 while a module version is quarantined by its circuit breaker",
+            module_quarantined
+        );
+        reg!(
+            "sluice_module_quarantines",
+            "Times a module version's circuit breaker opened",
+            module_quarantines
+        );
+        reg!(
             "sluice_module_call_seconds",
-            "Duration of one module call (one batch of events)",
+            "Duration of one module call: a batch, or one event of an isolation retry",
             module_call_seconds
         );
         reg!(
@@ -330,6 +362,10 @@ impl Metrics {
                 .clone(),
             failures: self.module_failures.clone(),
             actions: self.module_policy_actions.clone(),
+            traps: self.module_traps.clone(),
+            log_dropped: self.module_log_dropped.get_or_create(&l).clone(),
+            quarantined: self.module_quarantined.get_or_create(&l).clone(),
+            quarantines: self.module_quarantines.get_or_create(&l).clone(),
         }
     }
 }
@@ -355,6 +391,13 @@ pub struct ModuleMetrics {
     pub call_seconds: Histogram,
     failures: Family<ModuleKindLabels, Counter>,
     actions: Family<ModuleKindLabels, Counter>,
+    traps: Family<ModuleKindLabels, Counter>,
+    /// Log lines dropped by the rate limit.
+    pub log_dropped: Counter,
+    /// 1 while quarantined.
+    pub quarantined: Gauge,
+    /// Times quarantined.
+    pub quarantines: Counter,
 }
 
 impl ModuleMetrics {
@@ -373,11 +416,21 @@ impl ModuleMetrics {
             .inc();
     }
 
+    /// Counts a trap by its code (rare: looked up each time).
+    pub fn trapped(&self, code: &str) {
+        self.traps.get_or_create(&self.labels("code", code)).inc();
+    }
+
     /// Counts a policy action (`halt`, `skip`, `dead-letter`).
     pub fn action(&self, action: &str) {
+        self.action_n(action, 1);
+    }
+
+    /// Counts `n` policy actions at once.
+    pub fn action_n(&self, action: &str, n: u64) {
         self.actions
             .get_or_create(&self.labels("action", action))
-            .inc();
+            .inc_by(n);
     }
 }
 

@@ -304,7 +304,17 @@ fn panic_is_a_trap() {
     let (good, bad) = good_and_bad();
     let mut m = hostile(&e, "panic", Limits::default());
     let err = route_all(&mut m, &bad).expect_err("must trap");
-    assert!(matches!(err, RouterError::Trap { .. }), "{err}");
+    match &err {
+        // A Rust panic ends in `unreachable`; the reason names it, not wasmtime's
+        // "error while executing at wasm backtrace:" header.
+        RouterError::Trap { code, detail, .. } => {
+            assert_eq!(*code, "unreachable", "{err}");
+            assert!(detail.contains("unreachable"), "{detail}");
+            assert!(!detail.contains("error while executing"), "{detail}");
+            assert!(err.to_string().contains("(unreachable)"), "{err}");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
     recovers(&mut m, &good);
 }
 

@@ -415,10 +415,16 @@ pub fn mariadb_uncompress(rec: &[u8], at: usize) -> Result<Vec<u8>, DecodeError>
 pub fn uncompress_query_body(body: &[u8], fde: &FormatDescription) -> Result<Vec<u8>, DecodeError> {
     let post = usize::from(fde.post_header_len(event_type::QUERY).unwrap_or(13));
     let mut c = Cursor::new(body, HEADER_LEN);
+    let head_at = c.offset();
     let head = c.take(post, "QUERY post-header")?;
-    let db_len = usize::from(head[8]);
+    // Read the lengths through a cursor, not by index: a hostile format description may
+    // declare a post-header shorter than the fields read here.
+    let mut h = Cursor::new(head, head_at);
+    h.skip(8, "QUERY thread id and exec time")?;
+    let db_len = usize::from(h.u8("QUERY database length")?);
+    h.skip(2, "QUERY error code")?;
     let status_len = if post >= 13 {
-        usize::from(u16::from_le_bytes([head[11], head[12]]))
+        usize::from(h.u16("QUERY status vars length")?)
     } else {
         0
     };
@@ -446,6 +452,22 @@ mod tests {
         let g = parse_mariadb_gtid(&body, 9).unwrap();
         assert_eq!(g.gtid.to_string(), "3-9-42");
         assert!(parse_mariadb_gtid(&body[..10], 9).is_err());
+    }
+
+    /// Found by `scripts/fuzz.sh`: a format description declaring a 7-byte QUERY
+    /// post-header made the QUERY_COMPRESSED path index past it and panic.
+    #[test]
+    fn compressed_query_with_a_short_declared_post_header_is_an_error() {
+        for post in [0u8, 7, 8, 10, 12] {
+            let mut fde = FormatDescription::assumed();
+            fde.post_header_lens = vec![0; 40];
+            fde.post_header_lens[usize::from(event_type::QUERY) - 1] = post;
+            let body = vec![0u8; usize::from(post) + 4];
+            assert!(
+                uncompress_query_body(&body, &fde).is_err(),
+                "post-header {post} must be refused, not indexed past"
+            );
+        }
     }
 
     #[test]

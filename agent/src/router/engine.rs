@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -76,19 +76,30 @@ impl Ticker {
     }
 
     fn run(&self, engine: wasmtime::EngineWeak) {
+        let tick = Duration::from_micros(1_000_000 / TICKS_PER_SECOND);
+        let mut last = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             if self.busy.load(Ordering::Acquire) == 0 {
                 // `unpark` before `park` returns at once, so a call starting between
                 // the check and here is not missed.
                 std::thread::park();
+                last = Instant::now();
                 continue;
             }
-            std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
-            match engine.upgrade() {
-                Some(e) => e.increment_epoch(),
-                None => break,
+            std::thread::sleep(tick);
+            // A sleep lasts at least a tick and often more: advance by the ticks that
+            // really passed, so a deadline of N ms ends after N ms, not N oversleeps.
+            let now = Instant::now();
+            let due =
+                (now.duration_since(last).as_micros() / tick.as_micros()).clamp(1, 1000) as u32;
+            last += tick * due;
+            let Some(e) = engine.upgrade() else {
+                break;
+            };
+            for _ in 0..due {
+                e.increment_epoch();
             }
-            self.ticks.fetch_add(1, Ordering::Relaxed);
+            self.ticks.fetch_add(u64::from(due), Ordering::Relaxed);
         }
     }
 }

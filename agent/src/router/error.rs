@@ -35,12 +35,38 @@ pub enum RouterError {
         detail: String,
     },
     /// The module trapped (panic, unreachable, out-of-bounds access).
-    #[error("module `{module}` trapped: {detail}")]
+    #[error("module `{module}` trapped ({code}): {detail}")]
     Trap {
         /// Module name.
         module: String,
-        /// The trap.
+        /// The trap code: `unreachable` (a Rust panic), `stack-overflow`,
+        /// `out-of-bounds`, `divide-by-zero`, ... (see [`trap_code`]).
+        code: &'static str,
+        /// The trap's description and the innermost wasm function, when known.
         detail: String,
+    },
+    /// The module is quarantined by its circuit breaker: it was not called, and its
+    /// events took its failure policy.
+    #[error("module `{module}` is quarantined after repeated failures (last: {last})")]
+    Quarantined {
+        /// Module name.
+        module: String,
+        /// The failure that tripped the breaker.
+        last: String,
+    },
+    /// A batch's isolation retries ran out of their time budget; the remaining events
+    /// were not retried one by one and took the failure policy.
+    #[error(
+        "module `{module}`: not retried event by event, the batch's {budget_ms} ms \
+         retry budget is spent (batch failed with: {first})"
+    )]
+    RetryBudget {
+        /// Module name.
+        module: String,
+        /// The budget.
+        budget_ms: u64,
+        /// The batch's failure.
+        first: String,
     },
     /// The module ran past its deadline.
     #[error("module `{module}` ran past its {deadline_ms} ms deadline")]
@@ -90,6 +116,28 @@ impl RouterError {
             RouterError::MemoryLimit { .. } => "memory-limit",
             RouterError::BadOutput { .. } => "bad-output",
             RouterError::ForeignTopic { .. } => "foreign-topic",
+            RouterError::Quarantined { .. } => "quarantined",
+            RouterError::RetryBudget { .. } => "retry-budget",
         }
+    }
+}
+
+/// A short, stable name of a wasm trap, for errors, logs and metric labels.
+pub fn trap_code(trap: &wasmtime::Trap) -> &'static str {
+    use wasmtime::Trap as T;
+    match trap {
+        T::StackOverflow => "stack-overflow",
+        T::MemoryOutOfBounds => "out-of-bounds",
+        T::HeapMisaligned => "misaligned",
+        T::TableOutOfBounds => "table-out-of-bounds",
+        T::IndirectCallToNull => "null-call",
+        T::BadSignature => "bad-signature",
+        T::IntegerOverflow => "integer-overflow",
+        T::IntegerDivisionByZero => "divide-by-zero",
+        T::BadConversionToInteger => "bad-conversion",
+        T::UnreachableCodeReached => "unreachable",
+        T::Interrupt => "interrupt",
+        T::OutOfFuel => "out-of-fuel",
+        _ => "other",
     }
 }

@@ -1,14 +1,18 @@
 //! One live instance of a module: its store (memory cap, deadline), the tables announced
 //! to it, batch encoding for its subscription, and validation of its decisions.
 //!
-//! Invariants: every call runs under a fresh epoch deadline; after any failure the store
-//! is thrown away and the next call starts from a new instance (configured again, tables
-//! announced again), so one bad batch never leaves a module in a half-broken state;
-//! every decision is checked (count, topic ownership) before it is used.
+//! Invariants: every call runs under a fresh epoch deadline (the module's, or less when
+//! the caller's time budget is shorter); after any failure the store is thrown away and
+//! the next call starts from a new instance (configured again, tables announced again),
+//! so one bad batch never leaves a module in a half-broken state; every decision is
+//! checked (count, topic ownership) before it is used; log lines are rate-limited per
+//! module instance across restarts, per unit of time rather than per call.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
 use sluice_sdk::Selection;
 use sluice_sdk::abi::{self, AbiError, BatchWriter, Kind, ParsedTopic};
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -16,21 +20,56 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use super::bindings::Router as RouterWorld;
 use super::bindings::sluice::router::{host, types as wit};
 use super::engine::{ModuleCode, RouterEngine, TICKS_PER_SECOND, Ticker};
-use super::error::RouterError;
+use super::error::{RouterError, trap_code};
 use super::spec::ModuleSpec;
 use crate::event::{Cell, ChangeEvent, ChangeKind, TableSchema};
 
-/// Log lines a module may write per call before the rest are only counted.
-const LOG_LINES_PER_CALL: u32 = 20;
+/// Log lines a module may write per second, sustained; also the burst it may write at
+/// once after a quiet second. Lines past the budget are counted, not written.
+pub const LOG_LINES_PER_SECOND: f64 = 20.0;
+
+/// Longest log line kept, in characters.
+const LOG_LINE_CHARS: usize = 2000;
+
+/// A token bucket of log lines, shared by every store of one module instance so a
+/// module that fails (and is restarted) does not get a fresh budget each time.
+#[derive(Debug)]
+struct LogBucket {
+    tokens: f64,
+    at: Instant,
+    dropped: Counter,
+}
+
+impl LogBucket {
+    fn new(dropped: Counter) -> Self {
+        LogBucket {
+            tokens: LOG_LINES_PER_SECOND,
+            at: Instant::now(),
+            dropped,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * LOG_LINES_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(LOG_LINES_PER_SECOND);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped.inc();
+            false
+        }
+    }
+}
 
 /// Store data of a module instance.
 pub struct ModuleState {
     limiter: Limiter,
     name: Arc<str>,
     version: Arc<str>,
-    log_budget: u32,
-    /// Log lines dropped by the rate limit.
-    pub logs_dropped: u64,
+    logs: Arc<Mutex<LogBucket>>,
 }
 
 struct Limiter {
@@ -64,12 +103,11 @@ impl ResourceLimiter for Limiter {
 
 impl host::Host for ModuleState {
     fn log(&mut self, level: host::Level, message: String) {
-        if self.log_budget == 0 {
-            self.logs_dropped += 1;
+        let allowed = self.logs.lock().map(|mut b| b.take()).unwrap_or(false);
+        if !allowed {
             return;
         }
-        self.log_budget -= 1;
-        let message: String = message.chars().take(2000).collect();
+        let message: String = message.chars().take(LOG_LINE_CHARS).collect();
         let (m, v) = (&*self.name, &*self.version);
         match level {
             host::Level::Debug => tracing::debug!(module = m, version = v, "{message}"),
@@ -200,6 +238,9 @@ pub struct ModuleInstance {
     poisoned: bool,
     engine: wasmtime::Engine,
     ticker: Arc<Ticker>,
+    logs: Arc<Mutex<LogBucket>>,
+    /// When set, calls end by this instant even if the module's deadline is later.
+    cutoff: Option<Instant>,
 }
 
 impl std::fmt::Debug for ModuleInstance {
@@ -237,8 +278,13 @@ impl ModuleInstance {
         code: Arc<ModuleCode>,
         spec: Arc<ModuleSpec>,
     ) -> Result<Self, RouterError> {
+        let dropped = crate::metrics::global()
+            .module(&spec.name, &code.hash)
+            .log_dropped;
+        let logs = Arc::new(Mutex::new(LogBucket::new(dropped)));
+        let ticks = deadline_ticks(&spec, None);
         let (store, world, sub, topics) =
-            Self::start(engine.engine(), engine.ticker(), &code, &spec)?;
+            Self::start(engine.engine(), engine.ticker(), &code, &spec, &logs, ticks)?;
         Ok(ModuleInstance {
             code,
             spec,
@@ -255,6 +301,8 @@ impl ModuleInstance {
             poisoned: false,
             engine: engine.engine().clone(),
             ticker: engine.ticker().clone(),
+            logs,
+            cutoff: None,
         })
     }
 
@@ -264,6 +312,8 @@ impl ModuleInstance {
         ticker: &Ticker,
         code: &ModuleCode,
         spec: &ModuleSpec,
+        logs: &Arc<Mutex<LogBucket>>,
+        ticks: u64,
     ) -> Result<(Store<ModuleState>, RouterWorld, Selection, Vec<Arc<str>>), RouterError> {
         let name = spec.name.clone();
         let mut store = Store::new(
@@ -278,13 +328,12 @@ impl ModuleInstance {
                 },
                 name: Arc::from(spec.name.as_str()),
                 version: Arc::from(code.short_hash()),
-                log_budget: LOG_LINES_PER_CALL,
-                logs_dropped: 0,
+                logs: logs.clone(),
             },
         );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(spec));
+        store.set_epoch_deadline(ticks);
         // Instantiation runs the module's start code: under the deadline too.
         let _busy = ticker.busy();
         let world = code
@@ -362,9 +411,26 @@ impl ModuleInstance {
             .wants(&table.database, &table.table, abi_kind(kind))
     }
 
+    /// Makes every call end by `cutoff` (or by the module's own deadline, if sooner)
+    /// until cleared with `None`: how a caller bounds the time one batch may cost.
+    pub fn set_cutoff(&mut self, cutoff: Option<Instant>) {
+        self.cutoff = cutoff;
+    }
+
+    fn ticks(&self) -> u64 {
+        deadline_ticks(&self.spec, self.cutoff)
+    }
+
     fn restart(&mut self) -> Result<(), RouterError> {
-        let (store, world, sub, topics) =
-            Self::start(&self.engine, &self.ticker, &self.code, &self.spec)?;
+        let ticks = self.ticks();
+        let (store, world, sub, topics) = Self::start(
+            &self.engine,
+            &self.ticker,
+            &self.code,
+            &self.spec,
+            &self.logs,
+            ticks,
+        )?;
         self.store = store;
         self.world = world;
         self.sub = sub;
@@ -425,7 +491,7 @@ impl ModuleInstance {
                 .filter_map(|k| projection.iter().position(|p| p == k).map(|p| p as u32))
                 .collect(),
         };
-        self.store.set_epoch_deadline(deadline_ticks(&self.spec));
+        self.store.set_epoch_deadline(self.ticks());
         let busy = self.ticker.busy();
         let added = self.world.call_add_table(&mut self.store, &table);
         drop(busy);
@@ -526,8 +592,7 @@ impl ModuleInstance {
             return Ok(());
         }
         self.encode(inputs)?;
-        self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
-        self.store.set_epoch_deadline(deadline_ticks(&self.spec));
+        self.store.set_epoch_deadline(self.ticks());
         let busy = self.ticker.busy();
         let result = self.world.call_route(&mut self.store, &self.batch);
         drop(busy);
@@ -625,12 +690,16 @@ fn same_columns(a: &TableSchema, b: &TableSchema) -> bool {
         })
 }
 
-fn deadline_ticks(spec: &ModuleSpec) -> u64 {
-    let ms = spec.limits.deadline.as_millis().max(1) as u64;
+fn deadline_ticks(spec: &ModuleSpec, cutoff: Option<Instant>) -> u64 {
+    let mut d = spec.limits.deadline;
+    if let Some(c) = cutoff {
+        d = d.min(c.saturating_duration_since(Instant::now()));
+    }
+    let ms = d.as_millis().max(1) as u64;
     (ms * TICKS_PER_SECOND).div_ceil(1000)
 }
 
-/// Sorts a failed call into timeout, memory limit or trap.
+/// Sorts a failed call into timeout, memory limit or trap (with its code).
 fn classify(store: &Store<ModuleState>, spec: &ModuleSpec, e: wasmtime::Error) -> RouterError {
     let module = spec.name.clone();
     if store.data().limiter.denied {
@@ -639,19 +708,38 @@ fn classify(store: &Store<ModuleState>, spec: &ModuleSpec, e: wasmtime::Error) -
             limit_bytes: spec.limits.memory_bytes,
         };
     }
-    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+    let trap = e.downcast_ref::<Trap>().copied();
+    if let Some(Trap::Interrupt) = trap {
         return RouterError::Timeout {
             module,
             deadline_ms: spec.limits.deadline.as_millis() as u64,
         };
     }
+    // wasmtime's own first line is "error while executing at wasm backtrace:", which
+    // says nothing; keep the trap and the innermost named function instead.
+    let function = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name()))
+        .map(|f| format!(" in `{}`", f.chars().take(200).collect::<String>()))
+        .unwrap_or_default();
+    let (code, what) = match trap {
+        Some(t) => (trap_code(&t), t.to_string()),
+        None => (
+            "host",
+            e.root_cause()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("error")
+                .chars()
+                .take(500)
+                .collect(),
+        ),
+    };
     RouterError::Trap {
         module,
-        detail: format!("{e:#}")
-            .lines()
-            .next()
-            .unwrap_or("trap")
-            .to_string(),
+        code,
+        detail: format!("{what}{function}"),
     }
 }
 

@@ -10,20 +10,26 @@
 //!   serving version in place and its reason in the module's status;
 //! - the previous version is kept for rollback;
 //! - a module's failure affects only that module's decisions, per its policy: halt
-//!   (error to the caller, nothing decided), skip, or dead-letter; for traps and bad
-//!   output the batch is retried event by event so only the failing events are skipped
-//!   or dead-lettered.
+//!   (error to the caller, nothing decided), skip, or dead-letter; a failed batch is
+//!   retried event by event so only the failing events are skipped or dead-lettered;
+//! - one batch costs a module at most two deadlines: one for the batch call (and the
+//!   restart before it), one for all of its isolation retries together; events left
+//!   when that budget is spent take the policy without a call;
+//! - a version that keeps failing, or whose failures cost too much time, is quarantined
+//!   by its breaker ([`super::breaker`]): not called, its events take the policy at
+//!   once, one probe batch per period.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::breaker::{Breaker, Gate, Outcome};
 use super::engine::{ModuleCode, RouterEngine};
 use super::error::RouterError;
 use super::module::{ModuleInstance, Route, RouteInput, Routes};
 use super::spec::{ModuleSpec, Policy};
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, ChangeKind};
 use crate::metrics::ModuleMetrics;
 
 /// Events kept for canaries (each may hold many rows; canaries use up to 1000 rows).
@@ -41,7 +47,7 @@ pub struct Delivery {
     /// Module version (SHA-256 of the component, hex).
     pub version: Arc<str>,
     /// Set for dead-lettered events: (error kind, message).
-    pub dead_letter: Option<(&'static str, String)>,
+    pub dead_letter: Option<(&'static str, Arc<str>)>,
 }
 
 /// Counters of one module.
@@ -109,6 +115,21 @@ pub struct ModuleStatus {
     pub candidate: CandidateState,
     /// Counters.
     pub counters: ModuleCounters,
+    /// Set while the serving version is quarantined by its circuit breaker.
+    pub quarantine: Option<Quarantine>,
+}
+
+/// A quarantine as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// Since when (ms since the epoch).
+    pub since_ms: u64,
+    /// When the next probe may run (ms since the epoch).
+    pub probe_at_ms: u64,
+    /// The failure that tripped the breaker.
+    pub reason: String,
+    /// Times this version has been quarantined.
+    pub trips: u64,
 }
 
 struct Slot {
@@ -117,6 +138,8 @@ struct Slot {
     counters: ModuleCounters,
     metrics: ModuleMetrics,
     staged: Option<Box<ModuleInstance>>,
+    /// The serving version's breaker (a new version starts closed).
+    breaker: Breaker,
 }
 
 fn slot_metrics(instance: &ModuleInstance) -> ModuleMetrics {
@@ -185,6 +208,7 @@ impl RouterSet {
             let instance = ModuleInstance::new(&engine, code, Arc::new(spec))?;
             slots.push(Slot {
                 metrics: slot_metrics(&instance),
+                breaker: Breaker::new(instance.spec().breaker),
                 instance,
                 previous: None,
                 counters: ModuleCounters::default(),
@@ -241,6 +265,12 @@ impl RouterSet {
                 previous: s.previous.as_ref().map(|p| p.hash.clone()),
                 candidate: cand,
                 counters: s.counters.clone(),
+                quarantine: s.breaker.open().map(|o| Quarantine {
+                    since_ms: o.since_ms,
+                    probe_at_ms: o.until_ms,
+                    reason: o.reason.clone(),
+                    trips: o.trips,
+                }),
             });
         }
     }
@@ -267,11 +297,20 @@ impl RouterSet {
         for si in 0..self.slots.len() {
             mine.clear();
             index.clear();
+            // Rows of one event share table and kind: match the subscription (table
+            // patterns) once per event, not once per row.
+            let mut last: Option<(*const crate::event::TableSchema, ChangeKind, bool)> = None;
             for (i, inp) in inputs.iter().enumerate() {
-                if self.slots[si]
-                    .instance
-                    .wants(&inp.event.table, inp.event.kind)
-                {
+                let (table, kind) = (Arc::as_ptr(&inp.event.table), inp.event.kind);
+                let wants = match last {
+                    Some((t, k, w)) if t == table && k == kind => w,
+                    _ => {
+                        let w = self.slots[si].instance.wants(&inp.event.table, kind);
+                        last = Some((table, kind, w));
+                        w
+                    }
+                };
+                if wants {
                     mine.push(*inp);
                     index.push(i);
                 }
@@ -294,91 +333,150 @@ impl RouterSet {
         let slot = &mut self.slots[si];
         let name: Arc<str> = Arc::from(slot.instance.spec().name.as_str());
         let version: Arc<str> = Arc::from(slot.instance.code().hash.as_str());
+        let who = Who {
+            name: &name,
+            version: &version,
+        };
         slot.counters.events += mine.len() as u64;
         slot.metrics.events.inc_by(mine.len() as u64);
-        let mut routes = std::mem::take(&mut self.scratch);
+        let spec = slot.instance.spec().clone();
         let started = Instant::now();
+        let gate = slot.breaker.gate(started);
+        let was_open = slot.breaker.open().is_some();
+        if gate == Gate::Quarantined {
+            let last = slot
+                .breaker
+                .open()
+                .map(|o| o.reason.clone())
+                .unwrap_or_default();
+            let err = RouterError::Quarantined {
+                module: spec.name.clone(),
+                last,
+            };
+            if spec.on_error == Policy::Halt {
+                return Err(err);
+            }
+            take_policy(out, index, &spec.on_error, &err, who, slot);
+            return Ok(());
+        }
+        let mut routes = std::mem::take(&mut self.scratch);
+        // The batch call, and the restart before it if the last call failed, end within
+        // one deadline; retrying its events one by one ends within a second one.
+        slot.instance
+            .set_cutoff(Some(started + spec.limits.deadline));
         let res = slot.instance.route(mine, &mut routes);
         slot.metrics
             .call_seconds
             .observe(started.elapsed().as_secs_f64());
         let result = match res {
             Ok(()) => {
-                push_routes(out, index, &mut routes, &name, &version, slot);
+                push_routes(out, index, &mut routes, who, slot);
+                if gate == Gate::Probe {
+                    tracing::info!(
+                        message = "Module released from quarantine: its probe succeeded.",
+                        module = %name,
+                        version = %short(&version),
+                    );
+                }
+                slot.breaker.record(
+                    Instant::now(),
+                    Outcome::Ok,
+                    Duration::ZERO,
+                    false,
+                    String::new,
+                );
                 Ok(())
             }
             Err(e) => {
-                slot.counters.failed(e.kind());
-                slot.metrics.failed(e.kind());
-                let policy = slot.instance.spec().on_error.clone();
+                count_failure(slot, &e);
+                let policy = spec.on_error.clone();
                 tracing::warn!(
                     message = "Module failed on a batch.",
                     module = %name,
-                    version = %&version[..12.min(version.len())],
+                    version = %short(&version),
                     events = mine.len(),
                     error = %e,
                     policy = ?policy,
+                    probe = gate == Gate::Probe,
                 );
-                match policy {
-                    Policy::Halt => {
-                        slot.metrics.action("halt");
-                        Err(e)
-                    }
-                    Policy::Skip | Policy::DeadLetter(_) => {
-                        // Isolate the failing events unless each attempt could cost a
-                        // whole deadline.
-                        let isolate = mine.len() > 1 && !matches!(e, RouterError::Timeout { .. });
-                        for (k, inp) in mine.iter().enumerate() {
-                            let single = if isolate {
-                                slot.instance.route(std::slice::from_ref(inp), &mut routes)
-                            } else {
-                                Err(e.clone())
+                if policy == Policy::Halt {
+                    slot.metrics.action("halt");
+                    self.scratch = routes;
+                    slot.instance.set_cutoff(None);
+                    return Err(e);
+                }
+                let mut any_ok = false;
+                if gate == Gate::Probe || mine.len() == 1 {
+                    // A probe's events are not retried: the version just failed again.
+                    take_policy(out, index, &policy, &e, who, slot);
+                } else {
+                    let cutoff = started + spec.limits.deadline * 2;
+                    slot.instance.set_cutoff(Some(cutoff));
+                    for (k, inp) in mine.iter().enumerate() {
+                        if Instant::now() >= cutoff {
+                            let spent = RouterError::RetryBudget {
+                                module: spec.name.clone(),
+                                budget_ms: spec.limits.deadline.as_millis() as u64,
+                                first: e.to_string(),
                             };
-                            if isolate && let Err(err) = &single {
-                                slot.counters.failed(err.kind());
-                                slot.metrics.failed(err.kind());
+                            count_failure(slot, &spent);
+                            take_policy(out, &index[k..], &policy, &spent, who, slot);
+                            break;
+                        }
+                        let t = Instant::now();
+                        let single = slot.instance.route(std::slice::from_ref(inp), &mut routes);
+                        slot.metrics.call_seconds.observe(t.elapsed().as_secs_f64());
+                        match single {
+                            Ok(()) => {
+                                any_ok = true;
+                                push_routes(out, &index[k..=k], &mut routes, who, slot);
                             }
-                            match single {
-                                Ok(()) => {
-                                    push_routes(
-                                        out,
-                                        &index[k..=k],
-                                        &mut routes,
-                                        &name,
-                                        &version,
-                                        slot,
-                                    );
-                                }
-                                Err(err) => match &policy {
-                                    Policy::DeadLetter(topic) => {
-                                        slot.counters.dead_lettered += 1;
-                                        slot.metrics.action("dead-letter");
-                                        out.push(Delivery {
-                                            input: index[k],
-                                            route: Route {
-                                                topic: Arc::from(topic.as_str()),
-                                                key: None,
-                                                partition: None,
-                                                headers: Vec::new(),
-                                            },
-                                            module: name.clone(),
-                                            version: version.clone(),
-                                            dead_letter: Some((err.kind(), err.to_string())),
-                                        });
-                                    }
-                                    _ => {
-                                        slot.counters.skipped += 1;
-                                        slot.metrics.action("skip");
-                                    }
-                                },
+                            Err(err) => {
+                                count_failure(slot, &err);
+                                take_policy(out, &index[k..=k], &policy, &err, who, slot);
                             }
                         }
-                        Ok(())
                     }
                 }
+                let now = Instant::now();
+                let outcome = if any_ok {
+                    Outcome::Partial
+                } else {
+                    Outcome::Failed
+                };
+                let tripped = slot.breaker.record(
+                    now,
+                    outcome,
+                    now.duration_since(started),
+                    gate == Gate::Probe,
+                    || e.to_string(),
+                );
+                if tripped {
+                    let open = slot.breaker.open().cloned();
+                    slot.metrics.quarantined.set(1);
+                    slot.metrics.quarantines.inc();
+                    tracing::warn!(
+                        message = "Module quarantined: not called until its next probe; \
+                                   its events take its failure policy.",
+                        module = %name,
+                        version = %short(&version),
+                        probe_in_ms = open.as_ref().map(|o| o.until_ms - o.since_ms),
+                        trips = open.as_ref().map(|o| o.trips),
+                        reason = %e,
+                    );
+                }
+                Ok(())
             }
         };
+        if slot.breaker.open().is_none() {
+            slot.metrics.quarantined.set(0);
+        }
+        slot.instance.set_cutoff(None);
         self.scratch = routes;
+        if was_open != slot.breaker.open().is_some() {
+            // Operators see a quarantine (or its end) at once, not at the next boundary.
+            self.publish_status(None);
+        }
         result
     }
 
@@ -433,7 +531,9 @@ impl RouterSet {
                     };
                     let rolled_back = explicit_previous.is_some();
                     let old = std::mem::replace(&mut slot.instance, *instance);
+                    slot.metrics.quarantined.set(0);
                     slot.metrics = slot_metrics(&slot.instance);
+                    slot.breaker = Breaker::new(slot.instance.spec().breaker);
                     crate::metrics::module_swap(
                         &name,
                         if rolled_back {
@@ -572,14 +672,73 @@ impl RouterSet {
     }
 }
 
+/// Who decided: the module name and version of a slot, shared by its deliveries.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    name: &'a Arc<str>,
+    version: &'a Arc<str>,
+}
+
+fn short(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+fn count_failure(slot: &mut Slot, e: &RouterError) {
+    slot.counters.failed(e.kind());
+    slot.metrics.failed(e.kind());
+    if let RouterError::Trap { code, .. } = e {
+        slot.metrics.trapped(code);
+    }
+}
+
+/// Applies a skip or dead-letter policy to the inputs `inputs` that failed with `err`.
+/// Counted once per call, not per input: a quarantined module's batches come here
+/// whole, and must cost next to nothing.
+fn take_policy(
+    out: &mut Vec<Delivery>,
+    inputs: &[usize],
+    policy: &Policy,
+    err: &RouterError,
+    who: Who<'_>,
+    slot: &mut Slot,
+) {
+    let n = inputs.len() as u64;
+    if n == 0 {
+        return;
+    }
+    match policy {
+        Policy::DeadLetter(topic) => {
+            slot.counters.dead_lettered += n;
+            slot.metrics.action_n("dead-letter", n);
+            let topic: Arc<str> = Arc::from(topic.as_str());
+            let why: Arc<str> = Arc::from(err.to_string());
+            out.extend(inputs.iter().map(|&input| Delivery {
+                input,
+                route: Route {
+                    topic: topic.clone(),
+                    key: None,
+                    partition: None,
+                    headers: Vec::new(),
+                },
+                module: who.name.clone(),
+                version: who.version.clone(),
+                dead_letter: Some((err.kind(), why.clone())),
+            }));
+        }
+        Policy::Skip | Policy::Halt => {
+            slot.counters.skipped += n;
+            slot.metrics.action_n("skip", n);
+        }
+    }
+}
+
 /// Turns a module's destinations into deliveries; `index[i]` is the caller's index of
 /// the module's input `i`.
 fn push_routes(
     out: &mut Vec<Delivery>,
     index: &[usize],
     routes: &mut Routes,
-    name: &Arc<str>,
-    version: &Arc<str>,
+    who: Who<'_>,
     slot: &mut Slot,
 ) {
     let dropped = routes.dropped() as u64;
@@ -589,8 +748,8 @@ fn push_routes(
     out.extend(routes.drain().map(|(input, route)| Delivery {
         input: index[input],
         route,
-        module: name.clone(),
-        version: version.clone(),
+        module: who.name.clone(),
+        version: who.version.clone(),
         dead_letter: None,
     }));
     let routed = (out.len() - before) as u64;

@@ -1,7 +1,9 @@
 //! What the agent's configuration says about a module: its name, configuration, the
-//! topics it may write to, its limits and its failure policy.
+//! topics it may write to, its limits, its failure policy and its circuit breaker.
 
 use std::time::Duration;
+
+use super::breaker::BreakerSpec;
 
 /// Topics a module may route to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,8 @@ pub struct ModuleSpec {
     pub limits: Limits,
     /// Failure policy.
     pub on_error: Policy,
+    /// When to quarantine a failing version.
+    pub breaker: BreakerSpec,
 }
 
 impl ModuleSpec {
@@ -86,6 +90,7 @@ impl ModuleSpec {
             topics: AllowedTopics::Any,
             limits: Limits::default(),
             on_error: Policy::Halt,
+            breaker: BreakerSpec::for_deadline(Limits::default().deadline),
         }
     }
 }

@@ -8,6 +8,11 @@
 //! - `foreign`: routes to topic `not-mine`;
 //! - `short`: returns one decision too few;
 //! - `error`: returns an error;
+//! - `log`: writes 100 log lines per struck event, then routes it;
+//! - `bigkey`: routes with a key of `size` bytes (default 2 MiB);
+//! - `table-bomb`: allocates until memory runs out when a table is announced;
+//! - `config-loop`, `config-panic`: `configure` never returns, or panics;
+//! - `panic-batch-loop-one`: panics on a batch of several events, never returns on one;
 //! - `none`: behaves.
 
 use sluice_sdk::prelude::*;
@@ -17,23 +22,59 @@ pub struct Hostile {
     mode: String,
     trigger: Option<String>,
     hoard: Vec<Vec<u8>>,
+    key: Vec<u8>,
 }
+
+const MODES: &[&str] = &[
+    "loop",
+    "bomb",
+    "panic",
+    "foreign",
+    "short",
+    "error",
+    "log",
+    "bigkey",
+    "table-bomb",
+    "config-loop",
+    "config-panic",
+    "panic-batch-loop-one",
+    "none",
+];
 
 impl Router for Hostile {
     fn configure(config: &Config) -> Result<(Self, Subscription), String> {
         let mode = config.get_or("mode", "none").to_string();
-        if !["loop", "bomb", "panic", "foreign", "short", "error", "none"].contains(&mode.as_str())
-        {
+        if !MODES.contains(&mode.as_str()) {
             return Err(format!("unknown mode `{mode}`"));
         }
+        match mode.as_str() {
+            "config-loop" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(3));
+                }
+            }
+            "config-panic" => panic!("hostile module panics in configure on purpose"),
+            _ => {}
+        }
+        let size: usize = config.parse_or("size", 2 << 20)?;
         Ok((
             Hostile {
                 mode,
                 trigger: config.get("trigger").map(str::to_string),
                 hoard: Vec::new(),
+                key: vec![b'k'; size],
             },
             Subscription::all().topics(["ok"]),
         ))
+    }
+
+    fn on_table(&mut self, _table: &Table) {
+        if self.mode == "table-bomb" {
+            loop {
+                self.hoard.push(vec![7u8; 1 << 20]);
+            }
+        }
     }
 
     fn route(
@@ -63,9 +104,23 @@ impl Router for Hostile {
                     self.hoard.push(vec![7u8; 1 << 20]);
                 },
                 "panic" => panic!("hostile module panics on purpose"),
+                "panic-batch-loop-one" if n > 1 => panic!("hostile module panics on a batch"),
+                "panic-batch-loop-one" => {
+                    let mut x: u64 = 1;
+                    loop {
+                        x = std::hint::black_box(x.wrapping_mul(3));
+                    }
+                }
                 "foreign" => out.send(Destination::to_name("not-mine")),
                 "short" if i + 1 == n => {}
                 "error" => return Err("hostile module fails on purpose".into()),
+                "log" => {
+                    for n in 0..100 {
+                        log(Level::Info, &format!("hostile log line {n}"));
+                    }
+                    out.send(Destination::to_index(0));
+                }
+                "bigkey" => out.send(Destination::to_index(0).key(&self.key)),
                 _ => out.send(Destination::to_index(0)),
             }
         }
