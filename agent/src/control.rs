@@ -233,3 +233,52 @@ impl Default for Control {
         Self::new(Duration::from_secs(60))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::{CandidateState, ModuleCounters, ModuleStatus, Quarantine};
+    use std::sync::Arc;
+
+    fn status(name: &str, quarantine: Option<Quarantine>) -> ModuleStatus {
+        ModuleStatus {
+            name: name.into(),
+            version: "0123456789abcdef".into(),
+            previous: None,
+            candidate: CandidateState::None,
+            counters: ModuleCounters::default(),
+            quarantine,
+        }
+    }
+
+    #[test]
+    fn a_quarantined_module_is_a_readiness_reason_naming_it() {
+        let c = Control::default();
+        let board = Arc::new(Mutex::new(vec![
+            status("good", None),
+            status(
+                "bad",
+                Some(Quarantine {
+                    since_ms: 1,
+                    probe_at_ms: 1001,
+                    reason: "module `bad` trapped (unreachable): boom".into(),
+                    trips: 2,
+                }),
+            ),
+        ]));
+        c.set_status(Some(board.clone()));
+        let why = c.not_ready();
+        let q: Vec<&String> = why.iter().filter(|w| w.contains("quarantined")).collect();
+        assert_eq!(q.len(), 1, "{why:?}");
+        assert!(
+            q[0].contains("`bad`") && q[0].contains("0123456789ab") && q[0].contains("boom"),
+            "{}",
+            q[0]
+        );
+        // Released: the reason goes.
+        if let Ok(mut b) = board.lock() {
+            b[1].quarantine = None;
+        }
+        assert!(!c.not_ready().iter().any(|w| w.contains("quarantined")));
+    }
+}

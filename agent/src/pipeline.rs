@@ -29,7 +29,7 @@ use crate::event::{Cell, ChangeEvent, ChangeKind, Checkpoint, Rows, SourceItem, 
 use crate::format::{Format, canal, debezium};
 use crate::metrics;
 use crate::router::watch::ModuleDir;
-use crate::router::{Delivery, Route, RouteInput, RouterEngine, RouterSet};
+use crate::router::{Delivery, Policy, Route, RouteInput, RouterEngine, RouterSet};
 use crate::sink::{HeaderValue, OutMessage, POSITION_HEADER, Sink, SinkError};
 use crate::source::{BinlogSource, SourceError};
 
@@ -419,7 +419,9 @@ impl Run<'_> {
             },
             txn: self.txn,
         };
-        let msg = self.check_size(msg, ev)?;
+        let Some(msg) = self.check_size(msg, ev, d)? else {
+            return Ok(());
+        };
         if self.cfg.sink.unit == MessageUnit::Transaction {
             self.gather(msg)?;
         } else {
@@ -472,36 +474,81 @@ impl Run<'_> {
             .unwrap_or(self.cfg.sink.format)
     }
 
-    /// Applies the oversize policy to one message.
-    fn check_size(&self, mut msg: OutMessage, ev: &ChangeEvent) -> anyhow::Result<OutMessage> {
-        if msg.payload.len() > self.cfg.sink.max_message_bytes {
-            match &self.cfg.sink.oversize {
-                Oversize::Halt => {
-                    return Err(SinkError::Oversize {
-                        topic: msg.topic.to_string(),
-                        position: msg.position(),
-                        bytes: msg.payload.len(),
-                        limit: self.cfg.sink.max_message_bytes,
-                    }
-                    .into());
-                }
-                Oversize::DeadLetter(topic) => {
-                    msg.payload = serde_json::json!({
-                        "oversize": true,
-                        "bytes": msg.payload.len(),
-                        "topic": &*msg.topic,
-                        "position": msg.position(),
-                        "database": &ev.table.database,
-                        "table": &ev.table.table,
-                    })
-                    .to_string()
-                    .into_bytes();
-                    msg.topic = Arc::from(topic.as_str());
-                    msg.partition = None;
-                }
-            }
+    /// Applies the oversize policy to one message. What counts is what the broker
+    /// stores, key and headers included (a module's 50 MB key weighs 50 MB). Over the
+    /// limit, `sink.on_oversize = "dead-letter"` sends a reference to its topic; else the
+    /// deciding module's policy applies (skip: dropped and counted; dead-letter: a
+    /// reference to the module's dead-letter topic; halt: the agent stops naming the
+    /// module, so a module cannot make the agent exit on every restart unless its owner
+    /// chose halt). `None`: the message is dropped.
+    fn check_size(
+        &self,
+        mut msg: OutMessage,
+        ev: &ChangeEvent,
+        d: &Delivery,
+    ) -> anyhow::Result<Option<OutMessage>> {
+        let limit = self.cfg.sink.max_message_bytes;
+        let bytes = msg.wire_bytes();
+        if bytes <= limit {
+            return Ok(Some(msg));
         }
-        Ok(msg)
+        let module_policy = self
+            .cfg
+            .modules
+            .iter()
+            .find(|(m, _)| *m.name == *d.module)
+            .map(|(m, _)| m.on_error.clone());
+        let to = match (&self.cfg.sink.oversize, module_policy) {
+            (Oversize::DeadLetter(topic), _) => topic.clone(),
+            (Oversize::Halt, Some(Policy::DeadLetter(topic))) if d.dead_letter.is_none() => topic,
+            (Oversize::Halt, Some(Policy::Skip)) => {
+                crate::metrics::global()
+                    .module(&d.module, &d.version)
+                    .action("skip-oversize");
+                tracing::warn!(
+                    message = "Message over sink.max_message_bytes skipped by its module's policy.",
+                    module = %d.module,
+                    topic = %msg.topic,
+                    position = %msg.position(),
+                    bytes,
+                    key_bytes = msg.key.as_ref().map_or(0, Vec::len),
+                    limit,
+                );
+                return Ok(None);
+            }
+            _ => {
+                return Err(SinkError::Oversize {
+                    topic: msg.topic.to_string(),
+                    position: msg.position(),
+                    module: d.module.to_string(),
+                    bytes,
+                    limit,
+                }
+                .into());
+            }
+        };
+        let key_bytes = msg.key.as_ref().map_or(0, Vec::len);
+        msg.payload = serde_json::json!({
+            "oversize": true,
+            "bytes": bytes,
+            "payload_bytes": msg.payload.len(),
+            "key_bytes": key_bytes,
+            "topic": &*msg.topic,
+            "position": msg.position(),
+            "database": &ev.table.database,
+            "table": &ev.table.table,
+            "module": &*d.module,
+        })
+        .to_string()
+        .into_bytes();
+        msg.topic = Arc::from(to.as_str());
+        msg.partition = None;
+        // The key and the module's own headers may be what made it large; Sluice's
+        // headers (position, table, module) are small and kept.
+        msg.key = None;
+        msg.headers
+            .retain(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096);
+        Ok(Some(msg))
     }
 
     /// `message = "transaction"`: appends a message to the transaction's message for the
@@ -517,7 +564,7 @@ impl Run<'_> {
         };
         let at = self.gathered.iter().position(same);
         if let Some(i) = at
-            && self.gathered[i].msg.payload.len() + msg.payload.len() + 2 > limit
+            && self.gathered[i].msg.wire_bytes() + msg.payload.len() + 2 > limit
         {
             let full = self.gathered.remove(i);
             let part = full.part + 1;

@@ -113,3 +113,137 @@ async fn a_second_agent_on_one_checkpoint_is_refused_and_the_first_keeps_publish
     assert_eq!(first.terminate(Duration::from_secs(30)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A module's oversized key (the broker stores key and headers too) goes through the
+/// deciding module's policy: skipped, or a reference on its dead-letter topic; nothing
+/// over the limit is written, and the agent keeps running and restarts cleanly. When
+/// both the module and the sink say halt, the agent stops naming the module and the
+/// two settings that let it through; switching the module to skip (no module change)
+/// lets it start again from the same checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_key_goes_through_the_module_policy_and_never_crash_loops() {
+    use sluice_tests::live::exec;
+    use std::time::{Duration, Instant};
+    const LIMIT: usize = 100_000;
+    let srv = server();
+    let mut admin = srv.admin().await;
+    exec(&mut admin, "DROP DATABASE IF EXISTS big_t").await;
+    exec(&mut admin, "CREATE DATABASE big_t").await;
+    exec(&mut admin, "CREATE TABLE big_t.t (id INT PRIMARY KEY)").await;
+    let dir = sluice_tests::scratch_dir("e2e-bigkey");
+    let out = dir.join("out.jsonl");
+    let config = dir.join("sluice.toml");
+    let hostile = std::path::Path::new(env!("GUEST_HOSTILE"))
+        .display()
+        .to_string();
+    let write_config = |big_policy: &str| {
+        let module = |name: &str, trigger: &str, policy: &str| {
+            format!(
+                "[[modules]]\nname = \"{name}\"\nfile = \"{hostile}\"\ntopics = [\"ok\"]\n{policy}\n\
+                 [modules.config]\nmode = \"bigkey\"\ntrigger = \"{trigger}\"\nsize = \"200000\"\n\n"
+            )
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "{}include = ['big_t\\..*']\n{}{}[sink]\nkind = \"file\"\npath = \"{}\"\nmax_message_bytes = {LIMIT}\n\n[checkpoint]\npath = \"{}\"\n",
+                source_toml(&srv, 4_300_201),
+                module("big", "7", big_policy),
+                module("skipper", "8", "on_error = \"skip\""),
+                out.display(),
+                dir.join("cp").display()
+            ),
+        )
+        .expect("config");
+    };
+    write_config("on_error = \"dead-letter\"\ndead_letter_topic = \"big.dlq\"");
+    let pass = srv.repl.1.clone();
+    let env = [("SLUICE_E2E_PASSWORD", pass.as_str())];
+    let mut agent = Agent::start(&config, &dir.join("1.log"), &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    for id in 1..=10 {
+        exec(&mut admin, &format!("INSERT INTO big_t.t VALUES ({id})")).await;
+    }
+    let ids = |module: &str, topic: &str| -> Vec<i64> {
+        read_file_sink(&out)
+            .iter()
+            .filter(|m| {
+                m.topic == topic
+                    && m.headers.get("sluice.module").map(String::as_str) == Some(module)
+            })
+            .filter_map(|m| m.value["data"][0]["id"].as_str()?.parse().ok())
+            .collect()
+    };
+    let t = Instant::now();
+    while ids("big", "ok").len() + ids("skipper", "ok").len() < 18 {
+        assert!(t.elapsed() < Duration::from_secs(30), "rows did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ids("big", "ok"), [1, 2, 3, 4, 5, 6, 8, 9, 10]);
+    assert_eq!(ids("skipper", "ok"), [1, 2, 3, 4, 5, 6, 7, 9, 10]);
+    let text = std::fs::read_to_string(&out).expect("sink file");
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < LIMIT, "a line of {longest} bytes was written");
+    let refs: Vec<_> = read_file_sink(&out)
+        .into_iter()
+        .filter(|m| m.topic == "big.dlq")
+        .collect();
+    assert_eq!(refs.len(), 1, "one reference for row 7");
+    assert_eq!(refs[0].value["oversize"], true);
+    assert_eq!(refs[0].value["key_bytes"], 200_000);
+    assert_eq!(refs[0].value["module"], "big");
+    // The agent restarts cleanly from its checkpoint.
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    let mut agent = Agent::start(&config, &dir.join("2.log"), &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+
+    // Module and sink both halt: the agent stops, naming the module and the way out.
+    write_config("on_error = \"halt\"");
+    // The row with id 7 again, deleted: its before-image strikes the trigger.
+    exec(&mut admin, "DELETE FROM big_t.t WHERE id = 7").await;
+    let log = dir.join("halt.log");
+    let mut halted = std::process::Command::new(sluice_tests::agent::binary())
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("SLUICE_E2E_PASSWORD", &pass)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("sluice run");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = halted.try_wait().expect("wait") {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = halted.kill();
+            panic!(
+                "the agent did not halt on the oversized key:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("module `big`") && stderr.contains("on_oversize"),
+        "{stderr}"
+    );
+    // The operator's way out is a setting, not a module rebuild.
+    write_config("on_error = \"skip\"");
+    let mut agent = Agent::start(&config, &dir.join("3.log"), &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    exec(&mut admin, "INSERT INTO big_t.t VALUES (11)").await;
+    let t = Instant::now();
+    while !ids("big", "ok").contains(&11) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "row 11 did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}

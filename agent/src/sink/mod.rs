@@ -47,6 +47,17 @@ impl OutMessage {
             .map(|(_, v)| &**v)
     }
 
+    /// What the broker stores of it: payload, key, and header names and values.
+    pub fn wire_bytes(&self) -> usize {
+        self.payload.len()
+            + self.key.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// The binlog position the message carries, for errors and logs.
     pub fn position(&self) -> String {
         self.header(POSITION_HEADER)
@@ -78,13 +89,18 @@ pub enum SinkError {
         /// The error.
         detail: String,
     },
-    /// A message is larger than allowed and the policy is to halt.
-    #[error("message for `{topic}` at {position} is {bytes} bytes, over the {limit}-byte limit")]
+    /// A message (payload, key and headers) is larger than allowed and the policy is to
+    /// halt.
+    #[error(
+        "message for `{topic}` at {position} from module `{module}` is {bytes} bytes (payload, key and headers), over the {limit}-byte limit; the module's on_error and sink.on_oversize are both halt: set either to skip or dead-letter to let such messages through the policy"
+    )]
     Oversize {
         /// Topic.
         topic: String,
         /// Event position.
         position: String,
+        /// The deciding module (empty: none).
+        module: String,
         /// Its size.
         bytes: usize,
         /// The limit.
