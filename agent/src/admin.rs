@@ -46,12 +46,15 @@ pub struct AdminConfig {
     pub topic_partitions: i32,
     /// Replication factor of topics created through the API.
     pub topic_replication: i32,
+    /// `router.modules_dir`: the only place a `{"path": ...}` candidate may come from.
+    pub modules_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
 struct AppState {
     control: Arc<Control>,
     token_digest: Option<[u8; 32]>,
+    modules_dir: Option<Arc<std::path::Path>>,
 }
 
 /// A JSON error response.
@@ -252,12 +255,10 @@ async fn load_candidate(
                 "expected {\"path\": \"...\"} or the component bytes as the body".into(),
             )
         })?;
-        std::fs::read(path).map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read module file `{path}`: {e}"),
-            )
-        })?
+        let (dir, path) = (st.modules_dir.clone(), path.to_string());
+        tokio::task::spawn_blocking(move || read_candidate_file(dir.as_deref(), &path))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
     } else {
         body.to_vec()
     };
@@ -282,6 +283,77 @@ async fn load_candidate(
         .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(v)))
 }
+
+/// Reads a `{"path": ...}` candidate: only a regular file inside `router.modules_dir`
+/// (after resolving links and `..`), at most [`MAX_BODY`] bytes. Opened without
+/// blocking and checked before reading, so a FIFO, a device such as `/dev/zero` or a
+/// file outside the directory costs nothing and gets an error naming the path.
+fn read_candidate_file(dir: Option<&std::path::Path>, path: &str) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |msg: String| ApiError(StatusCode::BAD_REQUEST, msg);
+    let Some(dir) = dir else {
+        return Err(bad(format!(
+            "cannot load `{path}`: candidates by path need router.modules_dir (only files \
+             inside it are read); send the component bytes as the body instead"
+        )));
+    };
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| bad(format!("router.modules_dir `{}`: {e}", dir.display())))?;
+    let given = std::path::Path::new(path);
+    let full = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        dir.join(given)
+    };
+    let real = full
+        .canonicalize()
+        .map_err(|e| bad(format!("cannot read module file `{path}`: {e}")))?;
+    if !real.starts_with(&dir) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "module file `{path}` is outside router.modules_dir (`{}`); only files inside it are read",
+                dir.display()
+            ),
+        ));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(&real)
+        .map_err(|e| bad(format!("cannot read module file `{path}`: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| bad(format!("cannot read module file `{path}`: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad(format!("module file `{path}` is not a regular file")));
+    }
+    if meta.len() > MAX_BODY as u64 {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "module file `{path}` is {} bytes, over the {MAX_BODY}-byte limit",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read module file `{path}`: {e}")))?;
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("module file `{path}` grew over the {MAX_BODY}-byte limit while read"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `O_NONBLOCK` on Linux (x86-64 and aarch64): opening a FIFO must not wait for a writer.
+const O_NONBLOCK: i32 = 0o4000;
 
 async fn promote(
     _: Authorized,
@@ -386,9 +458,19 @@ async fn not_found() -> ApiError {
 
 /// The router (exposed for tests that drive it without a socket).
 pub fn app(control: Arc<Control>, token: Option<&Secret>) -> Router {
+    app_in(control, token, None)
+}
+
+/// The router, with `router.modules_dir` as the only source of path candidates.
+pub fn app_in(
+    control: Arc<Control>,
+    token: Option<&Secret>,
+    modules_dir: Option<&std::path::Path>,
+) -> Router {
     let st = AppState {
         control,
         token_digest: token.map(|t| Sha256::digest(t.expose().trim().as_bytes()).into()),
+        modules_dir: modules_dir.map(Arc::from),
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -424,7 +506,7 @@ pub async fn serve(
         address = %local,
         token_required = cfg.token.is_some(),
     );
-    let app = app(control, cfg.token.as_ref());
+    let app = app_in(control, cfg.token.as_ref(), cfg.modules_dir.as_deref());
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -433,4 +515,59 @@ pub async fn serve(
             tracing::error!(message = "Admin API stopped.", error = %e);
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(r: Result<Vec<u8>, ApiError>) -> (u16, String) {
+        match r {
+            Ok(b) => (200, String::from_utf8_lossy(&b).into_owned()),
+            Err(ApiError(s, m)) => (s.as_u16(), m),
+        }
+    }
+
+    #[test]
+    fn path_candidates_come_only_from_regular_files_inside_the_modules_dir() {
+        let root = std::env::temp_dir().join(format!("sluice-admin-path-{}", std::process::id()));
+        let dir = root.join("modules");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("ok.wasm"), b"\0asm-ok").expect("file");
+        std::fs::write(root.join("secret.txt"), b"outside").expect("file");
+        std::os::unix::fs::symlink(root.join("secret.txt"), dir.join("link.wasm")).expect("link");
+        let fifo = dir.join("fifo.wasm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let read = |p: &str| status_of(read_candidate_file(Some(&dir), p));
+
+        assert_eq!(read("ok.wasm"), (200, "\0asm-ok".into()));
+        let abs = dir.join("ok.wasm").display().to_string();
+        assert_eq!(read(&abs).0, 200);
+        for outside in ["/dev/zero", "/etc/passwd", "../secret.txt", "link.wasm"] {
+            let (s, m) = read(outside);
+            assert_eq!(s, 403, "{outside}: {m}");
+            assert!(
+                m.contains(outside) && m.contains("outside router.modules_dir"),
+                "{m}"
+            );
+        }
+        // A FIFO with no writer: refused at once, not waited on.
+        let t = std::time::Instant::now();
+        let (s, m) = read("fifo.wasm");
+        assert_eq!(s, 400, "{m}");
+        assert!(m.contains("not a regular file"), "{m}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        let (s, m) = read("missing.wasm");
+        assert_eq!(s, 400);
+        assert!(m.contains("missing.wasm"), "{m}");
+        // No modules_dir: no path candidates at all.
+        let (s, m) = status_of(read_candidate_file(None, &abs));
+        assert_eq!(s, 400);
+        assert!(m.contains("router.modules_dir"), "{m}");
+        std::fs::remove_dir_all(&root).ok();
+    }
 }

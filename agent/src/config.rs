@@ -542,13 +542,17 @@ impl Config {
             oversize,
             max_in_flight: k.max_in_flight.unwrap_or(20_000).max(1),
         };
-        let admin = validate_admin(&raw.admin, &rel)?;
+        let modules_dir = raw.router.modules_dir.map(|d| rel(&d));
+        let mut admin = validate_admin(&raw.admin, &rel)?;
+        if let Some(a) = &mut admin {
+            a.modules_dir = modules_dir.clone();
+        }
         Ok(Config {
             admin,
             stall_after: Duration::from_secs(raw.admin.stall_after_secs.unwrap_or(60).max(1)),
             source,
             modules,
-            modules_dir: raw.router.modules_dir.map(|d| rel(&d)),
+            modules_dir,
             batch: raw.router.batch.unwrap_or(500).clamp(1, 10_000),
             // Precompiled modules live beside the checkpoint unless placed elsewhere, so a
             // restart or a swap back to a known version does not recompile.
@@ -651,6 +655,7 @@ fn validate_admin(
         token: token.map(Secret::new),
         topic_partitions: partitions,
         topic_replication: replication,
+        modules_dir: None,
     }))
 }
 

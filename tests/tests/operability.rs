@@ -199,6 +199,11 @@ async fn admin_api_metrics_auth_and_lifecycle() {
     let v2_hash = sluice::router::engine::hash_hex(&v2);
     std::fs::write(dir.join("canal.wasm"), &v1).expect("write");
     std::fs::write(dir.join("canal-v2.wasm"), &v2).expect("write");
+    // Path candidates are read only from inside router.modules_dir; a subdirectory keeps
+    // the file away from the directory's own watch (top-level `<name>.wasm` only).
+    std::fs::create_dir_all(dir.join("modules/by-path")).expect("modules dir");
+    let broken = dir.join("modules/by-path/broken.wasm");
+    std::fs::copy(env!("GUEST_WASI_IMPORTER"), &broken).expect("copy");
     let out = dir.join("out.jsonl");
     let port = free_port();
     let config = dir.join("sluice.toml");
@@ -223,6 +228,9 @@ path = "{}"
 [checkpoint]
 path = "{}"
 
+[router]
+modules_dir = "{}"
+
 [admin]
 listen = "127.0.0.1:{port}"
 token_env = "SLUICE_OPS_TOKEN"
@@ -231,6 +239,7 @@ token_env = "SLUICE_OPS_TOKEN"
             dir.join("canal.wasm").display(),
             out.display(),
             dir.join("cp").display(),
+            dir.join("modules").display(),
         ),
     )
     .expect("config");
@@ -454,8 +463,8 @@ token_env = "SLUICE_OPS_TOKEN"
         }
     }
     // A broken candidate (it imports WASI) is rejected; the serving version stays.
-    let bad = env!("GUEST_WASI_IMPORTER");
-    let (code, stdout, stderr) = ctl(port, &["load", "canal", bad, "--by-path"]);
+    let bad = broken.display().to_string();
+    let (code, stdout, stderr) = ctl(port, &["load", "canal", &bad, "--by-path"]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stderr.contains("rejected"), "{stderr}");
     let (_, m) = http.get("/v1/modules/canal");
