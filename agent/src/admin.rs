@@ -154,6 +154,7 @@ pub fn module_json(m: &ModuleStatus) -> Value {
             "dead_lettered": c.dead_lettered,
             "failures": failures,
         },
+        "failed": m.failed,
         "quarantined": m.quarantine.as_ref().map(|q| json!({
             "since_ms": q.since_ms,
             "probe_at_ms": q.probe_at_ms,

@@ -214,6 +214,12 @@ impl Control {
             why.push("paused by an operator".into());
         }
         for m in self.modules() {
+            if let Some(f) = &m.failed {
+                why.push(format!(
+                    "module `{}` failed to load (its policy applies to every event): {f}",
+                    m.name
+                ));
+            }
             if let Some(q) = &m.quarantine {
                 why.push(format!(
                     "module `{}` is quarantined (version {}, {} time(s)): {}",
@@ -248,6 +254,7 @@ mod tests {
             candidate: CandidateState::None,
             counters: ModuleCounters::default(),
             quarantine,
+            failed: None,
         }
     }
 

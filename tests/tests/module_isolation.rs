@@ -138,9 +138,9 @@ fn a_hostile_module_costs_its_neighbour_little() {
             (spec("bad", mode, None, policy.clone()), hostile.clone()),
             good(),
         ]);
-        for _ in 0..6 {
-            alone.slice(&txns, Duration::from_millis(300));
-            beside.slice(&txns, Duration::from_millis(300));
+        for _ in 0..8 {
+            alone.slice(&txns, Duration::from_millis(500));
+            beside.slice(&txns, Duration::from_millis(500));
         }
         let ratio = beside.rate() / alone.rate();
         println!(
@@ -233,10 +233,12 @@ fn a_quarantined_module_takes_its_policy_and_is_released_by_a_good_probe() {
 #[test]
 fn isolated_failures_of_single_rows_do_not_quarantine_a_module() {
     // A bug on one row in each batch: cheap traps, the other rows route. Many such
-    // batches in a row leave the module serving, as long as their failures cost it
-    // less than its failing-time budget (here a few ms of restarts per 150 ms).
+    // batches in a row leave the module serving.
     let engine = Arc::new(RouterEngine::new(16, None).expect("engine"));
-    let s = spec("m", "panic", Some("bad"), Policy::Skip);
+    let mut s = spec("m", "panic", Some("bad"), Policy::Skip);
+    // This test is about the in-a-row rule ignoring partly good batches; the time rule
+    // (which a debug build's restarts on a loaded machine can reach) is set aside.
+    s.breaker.budget = Duration::from_secs(30);
     let mut set = RouterSet::new(engine, vec![(s, read(env!("GUEST_HOSTILE")))]).expect("loads");
     let t = table("db", "t", &["id"], &["id"]);
     let evs = vec![insert(&t, &[&[Some("1")], &[Some("bad")], &[Some("3")]], 1)];
@@ -245,7 +247,7 @@ fn isolated_failures_of_single_rows_do_not_quarantine_a_module() {
         let ok: Vec<usize> = out.iter().map(|d| d.input).collect();
         assert_eq!(ok, [0, 2]);
         set.at_transaction_boundary(&evs);
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let st = set.status().lock().expect("status")[0].clone();
     assert!(st.quarantine.is_none(), "{st:?}");
@@ -283,4 +285,88 @@ fn module_logs_are_limited_per_second_not_per_call() {
         written <= 20.0 + (20.0 * secs).ceil() + 1.0,
         "{written} lines in {secs:.2} s"
     );
+}
+
+#[test]
+fn a_module_that_fails_to_configure_takes_its_policy_and_the_agent_runs() {
+    let engine = Arc::new(RouterEngine::new(16, None).expect("engine"));
+    let t = table("db", "t", &["id"], &["id"]);
+    let evs = vec![insert(&t, &[&[Some("1")], &[Some("2")]], 1)];
+    for mode in ["config-loop", "config-panic"] {
+        // Halt: the set (and so the agent) refuses to start, naming the module.
+        let halt = RouterSet::new(
+            engine.clone(),
+            vec![(
+                spec("broken", mode, None, Policy::Halt),
+                read(env!("GUEST_HOSTILE")),
+            )],
+        );
+        match halt {
+            Err(e) => assert!(e.to_string().contains("`broken`"), "{e}"),
+            Ok(_) => panic!("{mode}: a halt module that cannot configure must refuse"),
+        }
+        // Dead-letter: the set starts within the deadline, the good module serves, the
+        // broken one's events (all of them: its subscription is unknown) are
+        // dead-lettered, and it is reported failed.
+        let started = Instant::now();
+        // `topic` is for the replacement below (the `tags` module needs it).
+        let mut broken = spec("broken", mode, None, Policy::DeadLetter("dlq".into()));
+        broken.config.push(("topic".into(), "ok".into()));
+        broken.config.push(("tag.all".into(), ".*\\..*".into()));
+        let mut set = RouterSet::new(
+            engine.clone(),
+            vec![
+                (broken, read(env!("GUEST_HOSTILE"))),
+                (
+                    spec("good", "none", None, Policy::Skip),
+                    read(env!("GUEST_HOSTILE")),
+                ),
+            ],
+        )
+        .expect("starts without the broken module");
+        assert!(started.elapsed() < Duration::from_secs(5), "{mode}");
+        let out = set.route(&inputs(&evs)).expect("policy");
+        let good: Vec<usize> = out
+            .iter()
+            .filter(|d| &*d.module == "good")
+            .map(|d| d.input)
+            .collect();
+        assert_eq!(good, [0, 1], "{mode}");
+        let dlq: Vec<&sluice::router::Delivery> =
+            out.iter().filter(|d| &*d.module == "broken").collect();
+        assert_eq!(dlq.len(), 2, "{mode}");
+        assert!(dlq.iter().all(|d| &*d.route.topic == "dlq"));
+        let st = set.status().lock().expect("status").clone();
+        let broken = st.iter().find(|m| m.name == "broken").expect("reported");
+        let why = broken.failed.as_deref().expect("reported failed");
+        assert!(why.contains("`broken`"), "{why}");
+        assert!(set.version_of("broken").is_some());
+        // A candidate that configures with the same settings replaces it.
+        set.propose(
+            "broken",
+            sluice_tests::events::new_version(&read(env!("GUEST_TAGS")), mode),
+        )
+        .expect("proposed");
+        let t0 = Instant::now();
+        loop {
+            set.at_transaction_boundary(&[]);
+            let st = set.status().lock().expect("status").clone();
+            let b = st
+                .iter()
+                .find(|m| m.name == "broken")
+                .expect("listed")
+                .clone();
+            if b.failed.is_none() {
+                break;
+            }
+            if let sluice::router::CandidateState::Rejected { reason, .. } = &b.candidate {
+                panic!("{mode}: candidate rejected: {reason}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{mode}: candidate never replaced the failed module: {b:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

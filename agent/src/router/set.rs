@@ -117,6 +117,9 @@ pub struct ModuleStatus {
     pub counters: ModuleCounters,
     /// Set while the serving version is quarantined by its circuit breaker.
     pub quarantine: Option<Quarantine>,
+    /// Set when the module could not be loaded: why. Its policy applies to every event
+    /// until a retry or a candidate succeeds.
+    pub failed: Option<String>,
 }
 
 /// A quarantine as operators see it.
@@ -140,6 +143,55 @@ struct Slot {
     staged: Option<Box<ModuleInstance>>,
     /// The serving version's breaker (a new version starts closed).
     breaker: Breaker,
+}
+
+/// A module that could not be loaded (compiled, instantiated or configured) and whose
+/// policy is skip or dead-letter: the agent runs without it. Its subscription is
+/// unknown, so every event is its event and takes its policy; a compiled module is
+/// tried again with backoff at transaction boundaries, and a candidate that passes its
+/// canary replaces it.
+struct Failed {
+    spec: Arc<ModuleSpec>,
+    version: Arc<str>,
+    code: Option<Arc<ModuleCode>>,
+    error: RouterError,
+    counters: ModuleCounters,
+    metrics: ModuleMetrics,
+    retry_at: Instant,
+    backoff: Duration,
+    staged: Option<Box<ModuleInstance>>,
+}
+
+/// First retry of a module that failed to load; doubles up to [`LOAD_RETRY_MAX`].
+const LOAD_RETRY_FIRST: Duration = Duration::from_secs(1);
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(60);
+
+fn load(
+    engine: &RouterEngine,
+    spec: &Arc<ModuleSpec>,
+    bytes: &[u8],
+) -> Result<ModuleInstance, (Option<Arc<ModuleCode>>, RouterError)> {
+    let started = Instant::now();
+    let (code, from_cache) = engine.compile(&spec.name, bytes).map_err(|e| (None, e))?;
+    tracing::info!(
+        message = "Module loaded.",
+        module = %spec.name,
+        version = %&code.hash[..12],
+        precompiled = from_cache,
+        took_ms = started.elapsed().as_millis() as u64,
+    );
+    ModuleInstance::new(engine, code.clone(), spec.clone()).map_err(|e| (Some(code), e))
+}
+
+fn slot_of_instance(instance: ModuleInstance) -> Slot {
+    Slot {
+        metrics: slot_metrics(&instance),
+        breaker: Breaker::new(instance.spec().breaker),
+        instance,
+        previous: None,
+        counters: ModuleCounters::default(),
+        staged: None,
+    }
 }
 
 fn slot_metrics(instance: &ModuleInstance) -> ModuleMetrics {
@@ -172,6 +224,7 @@ pub type StatusBoard = Arc<Mutex<Vec<ModuleStatus>>>;
 pub struct RouterSet {
     engine: Arc<RouterEngine>,
     slots: Vec<Slot>,
+    failed: Vec<Failed>,
     sample: Arc<Mutex<VecDeque<Arc<ChangeEvent>>>>,
     tx: Sender<Proposal>,
     rx: Receiver<Proposal>,
@@ -189,36 +242,54 @@ fn now_ms() -> u64 {
 }
 
 impl RouterSet {
-    /// Loads every module; any failure is an error (the agent refuses to start).
+    /// Loads every module. A module that fails to load is an error (the agent refuses
+    /// to start) when its policy is halt; with skip or dead-letter the set starts
+    /// without it, reports it failed, and applies its policy to every event.
     pub fn new(
         engine: Arc<RouterEngine>,
         modules: Vec<(ModuleSpec, Vec<u8>)>,
     ) -> Result<Self, RouterError> {
         let mut slots = Vec::new();
+        let mut failed = Vec::new();
         for (spec, bytes) in modules {
-            let started = Instant::now();
-            let (code, from_cache) = engine.compile(&spec.name, &bytes)?;
-            tracing::info!(
-                message = "Module loaded.",
-                module = %spec.name,
-                version = %&code.hash[..12],
-                precompiled = from_cache,
-                took_ms = started.elapsed().as_millis() as u64,
-            );
-            let instance = ModuleInstance::new(&engine, code, Arc::new(spec))?;
-            slots.push(Slot {
-                metrics: slot_metrics(&instance),
-                breaker: Breaker::new(instance.spec().breaker),
-                instance,
-                previous: None,
-                counters: ModuleCounters::default(),
-                staged: None,
-            });
+            let spec = Arc::new(spec);
+            match load(&engine, &spec, &bytes) {
+                Ok(instance) => slots.push(slot_of_instance(instance)),
+                Err((_, e)) if spec.on_error == Policy::Halt => return Err(e),
+                Err((code, e)) => {
+                    let version: Arc<str> = Arc::from(super::engine::hash_hex(&bytes));
+                    let metrics = crate::metrics::global().module(&spec.name, &version);
+                    metrics.failed(e.kind());
+                    let mut counters = ModuleCounters::default();
+                    counters.failed(e.kind());
+                    tracing::error!(
+                        message = "Module failed to load; running without it, its policy \
+                                   applies to every event.",
+                        module = %spec.name,
+                        version = %short(&version),
+                        error = %e,
+                        policy = ?spec.on_error,
+                        retried = code.is_some(),
+                    );
+                    failed.push(Failed {
+                        spec,
+                        version,
+                        code,
+                        error: e,
+                        counters,
+                        metrics,
+                        retry_at: Instant::now() + LOAD_RETRY_FIRST,
+                        backoff: LOAD_RETRY_FIRST,
+                        staged: None,
+                    });
+                }
+            }
         }
         let (tx, rx) = channel();
         let set = RouterSet {
             engine,
             slots,
+            failed,
             sample: Arc::new(Mutex::new(VecDeque::new())),
             tx,
             rx,
@@ -241,6 +312,12 @@ impl RouterSet {
             .iter()
             .find(|s| s.instance.spec().name == name)
             .map(|s| s.instance.code().hash.as_str())
+            .or_else(|| {
+                self.failed
+                    .iter()
+                    .find(|f| f.spec.name == name)
+                    .map(|f| &*f.version)
+            })
     }
 
     fn publish_status(&self, candidate: Option<(&str, CandidateState)>) {
@@ -271,6 +348,26 @@ impl RouterSet {
                     reason: o.reason.clone(),
                     trips: o.trips,
                 }),
+                failed: None,
+            });
+        }
+        for f in &self.failed {
+            let cand = match &candidate {
+                Some((n, c)) if *n == f.spec.name => c.clone(),
+                _ => old
+                    .iter()
+                    .find(|m| m.name == f.spec.name)
+                    .map(|m| m.candidate.clone())
+                    .unwrap_or(CandidateState::None),
+            };
+            board.push(ModuleStatus {
+                name: f.spec.name.clone(),
+                version: f.version.to_string(),
+                previous: None,
+                candidate: cand,
+                counters: f.counters.clone(),
+                quarantine: None,
+                failed: Some(f.error.to_string()),
             });
         }
     }
@@ -320,6 +417,28 @@ impl RouterSet {
             }
             self.route_slot(si, &mine, &index, &mut out)?;
         }
+        if !self.failed.is_empty() {
+            index.clear();
+            index.extend(0..inputs.len());
+            for f in &mut self.failed {
+                let name: Arc<str> = Arc::from(f.spec.name.as_str());
+                let who = Who {
+                    name: &name,
+                    version: &f.version,
+                };
+                f.counters.events += inputs.len() as u64;
+                f.metrics.events.inc_by(inputs.len() as u64);
+                take_policy(
+                    &mut out,
+                    &index,
+                    &f.spec.on_error,
+                    &f.error,
+                    who,
+                    &mut f.counters,
+                    &f.metrics,
+                );
+            }
+        }
         Ok(out)
     }
 
@@ -356,7 +475,15 @@ impl RouterSet {
             if spec.on_error == Policy::Halt {
                 return Err(err);
             }
-            take_policy(out, index, &spec.on_error, &err, who, slot);
+            take_policy(
+                out,
+                index,
+                &spec.on_error,
+                &err,
+                who,
+                &mut slot.counters,
+                &slot.metrics,
+            );
             return Ok(());
         }
         let mut routes = std::mem::take(&mut self.scratch);
@@ -408,7 +535,15 @@ impl RouterSet {
                 let mut any_ok = false;
                 if gate == Gate::Probe || mine.len() == 1 {
                     // A probe's events are not retried: the version just failed again.
-                    take_policy(out, index, &policy, &e, who, slot);
+                    take_policy(
+                        out,
+                        index,
+                        &policy,
+                        &e,
+                        who,
+                        &mut slot.counters,
+                        &slot.metrics,
+                    );
                 } else {
                     let cutoff = started + spec.limits.deadline * 2;
                     slot.instance.set_cutoff(Some(cutoff));
@@ -420,7 +555,15 @@ impl RouterSet {
                                 first: e.to_string(),
                             };
                             count_failure(slot, &spent);
-                            take_policy(out, &index[k..], &policy, &spent, who, slot);
+                            take_policy(
+                                out,
+                                &index[k..],
+                                &policy,
+                                &spent,
+                                who,
+                                &mut slot.counters,
+                                &slot.metrics,
+                            );
                             break;
                         }
                         let t = Instant::now();
@@ -433,7 +576,15 @@ impl RouterSet {
                             }
                             Err(err) => {
                                 count_failure(slot, &err);
-                                take_policy(out, &index[k..=k], &policy, &err, who, slot);
+                                take_policy(
+                                    out,
+                                    &index[k..=k],
+                                    &policy,
+                                    &err,
+                                    who,
+                                    &mut slot.counters,
+                                    &slot.metrics,
+                                );
                             }
                         }
                     }
@@ -494,7 +645,7 @@ impl RouterSet {
     /// rejected) are applied; swaps wait for the next boundary. The pipeline calls this
     /// on its timer so outcomes show without traffic.
     pub fn apply(&mut self, at_boundary: bool) {
-        let mut changed = false;
+        let mut changed = at_boundary && self.retry_failed();
         let mut later = Vec::new();
         let mut incoming: Vec<Proposal> = std::mem::take(&mut self.deferred);
         while let Ok(p) = self.rx.try_recv() {
@@ -507,6 +658,32 @@ impl RouterSet {
                 }
                 Proposal::Ready(instance, mode) => {
                     let name = instance.spec().name.clone();
+                    if let Some(fi) = self.failed.iter().position(|f| f.spec.name == name) {
+                        let version = instance.code().hash.clone();
+                        if matches!(mode, Mode::Stage) {
+                            self.failed[fi].staged = Some(instance);
+                            self.publish_status(Some((&name, CandidateState::Ready { version })));
+                            continue;
+                        }
+                        // A candidate for a module that failed to load replaces it.
+                        self.failed.remove(fi);
+                        self.slots.push(slot_of_instance(*instance));
+                        crate::metrics::module_swap(&name, "promoted");
+                        tracing::info!(
+                            message = "Module that had failed to load replaced by a candidate.",
+                            module = %name,
+                            version = %short(&version),
+                        );
+                        self.publish_status(Some((
+                            &name,
+                            CandidateState::Promoted {
+                                version,
+                                at_ms: now_ms(),
+                            },
+                        )));
+                        changed = true;
+                        continue;
+                    }
                     let Some(slot) = self
                         .slots
                         .iter_mut()
@@ -584,6 +761,46 @@ impl RouterSet {
         }
     }
 
+    /// Tries again, with backoff, the compiled modules that failed to instantiate or
+    /// configure (a compile error would fail again; those wait for a candidate). Runs
+    /// at transaction boundaries; each try is bounded by the module's deadline.
+    fn retry_failed(&mut self) -> bool {
+        let now = Instant::now();
+        let mut loaded = false;
+        let mut i = 0;
+        while i < self.failed.len() {
+            let f = &mut self.failed[i];
+            let Some(code) = f.code.clone().filter(|_| now >= f.retry_at) else {
+                i += 1;
+                continue;
+            };
+            match ModuleInstance::new(&self.engine, code, f.spec.clone()) {
+                Ok(instance) => {
+                    tracing::info!(
+                        message = "Module loaded on a retry after failing to load.",
+                        module = %f.spec.name,
+                        version = %short(&f.version),
+                    );
+                    self.failed.remove(i);
+                    self.slots.push(slot_of_instance(instance));
+                    loaded = true;
+                }
+                Err(e) => {
+                    f.backoff = (f.backoff * 2).min(LOAD_RETRY_MAX);
+                    f.retry_at = Instant::now() + f.backoff;
+                    f.counters.failed(e.kind());
+                    f.metrics.failed(e.kind());
+                    f.error = e;
+                    i += 1;
+                }
+            }
+        }
+        if loaded {
+            self.publish_status(None);
+        }
+        loaded
+    }
+
     /// Starts checking a candidate version of module `name` in the background: compile,
     /// instantiate, configure, canary on recent events. The result is applied (or
     /// reported) at the next transaction boundary.
@@ -603,6 +820,12 @@ impl RouterSet {
             .iter()
             .find(|s| s.instance.spec().name == name)
             .map(|s| s.instance.spec().clone())
+            .or_else(|| {
+                self.failed
+                    .iter()
+                    .find(|f| f.spec.name == name)
+                    .map(|f| f.spec.clone())
+            })
             .ok_or_else(|| format!("no module named `{name}` is configured"))?;
         let engine = self.engine.clone();
         let sample: Vec<Arc<ChangeEvent>> = self
@@ -656,6 +879,16 @@ impl RouterSet {
     /// Swaps in the staged candidate of module `name` at the next transaction boundary.
     /// Returns its version.
     pub fn promote(&mut self, name: &str) -> Result<String, String> {
+        if let Some(f) = self.failed.iter_mut().find(|f| f.spec.name == name) {
+            let staged = f.staged.take().ok_or_else(|| {
+                format!("module `{name}` has no candidate that passed its canary; load one first")
+            })?;
+            let version = staged.code().hash.clone();
+            self.tx
+                .send(Proposal::Ready(staged, Mode::Swap))
+                .map_err(|_| "router set is gone".to_string())?;
+            return Ok(version);
+        }
         let slot = self
             .slots
             .iter_mut()
@@ -700,7 +933,8 @@ fn take_policy(
     policy: &Policy,
     err: &RouterError,
     who: Who<'_>,
-    slot: &mut Slot,
+    counters: &mut ModuleCounters,
+    metrics: &ModuleMetrics,
 ) {
     let n = inputs.len() as u64;
     if n == 0 {
@@ -708,8 +942,8 @@ fn take_policy(
     }
     match policy {
         Policy::DeadLetter(topic) => {
-            slot.counters.dead_lettered += n;
-            slot.metrics.action_n("dead-letter", n);
+            counters.dead_lettered += n;
+            metrics.action_n("dead-letter", n);
             let topic: Arc<str> = Arc::from(topic.as_str());
             let why: Arc<str> = Arc::from(err.to_string());
             out.extend(inputs.iter().map(|&input| Delivery {
@@ -726,8 +960,8 @@ fn take_policy(
             }));
         }
         Policy::Skip | Policy::Halt => {
-            slot.counters.skipped += n;
-            slot.metrics.action_n("skip", n);
+            counters.skipped += n;
+            metrics.action_n("skip", n);
         }
     }
 }
