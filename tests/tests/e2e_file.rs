@@ -247,3 +247,71 @@ async fn an_oversized_key_goes_through_the_module_policy_and_never_crash_loops()
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A module whose `configure` never returns, with `skip`: the agent starts anyway
+/// (bounded by the module's deadline), says so, and the other module publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_whose_configure_hangs_does_not_stop_the_agent() {
+    use sluice_tests::live::exec;
+    use std::time::{Duration, Instant};
+    let srv = server();
+    let mut admin = srv.admin().await;
+    exec(&mut admin, "DROP DATABASE IF EXISTS hang_t").await;
+    exec(&mut admin, "CREATE DATABASE hang_t").await;
+    exec(&mut admin, "CREATE TABLE hang_t.t (id INT PRIMARY KEY)").await;
+    let dir = sluice_tests::scratch_dir("e2e-hang");
+    let out = dir.join("out.jsonl");
+    let config = dir.join("sluice.toml");
+    let hostile = std::path::Path::new(env!("GUEST_HOSTILE"))
+        .display()
+        .to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['hang_t\\..*']\n\
+             [[modules]]\nname = \"hangs\"\nfile = \"{hostile}\"\non_error = \"skip\"\n[modules.config]\nmode = \"config-loop\"\n\n\
+             [[modules]]\nname = \"fine\"\nfile = \"{hostile}\"\non_error = \"skip\"\n[modules.config]\nmode = \"none\"\n\n\
+             [sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n",
+            source_toml(&srv, 4_300_301),
+            out.display(),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let pass = srv.repl.1.clone();
+    let mut agent = Agent::start(
+        &config,
+        &dir.join("agent.log"),
+        &[("SLUICE_E2E_PASSWORD", &pass)],
+    );
+    agent.wait_log(
+        "Module failed to load; running without it",
+        1,
+        Duration::from_secs(60),
+    );
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    exec(&mut admin, "INSERT INTO hang_t.t VALUES (1), (2)").await;
+    let t = Instant::now();
+    loop {
+        let fine: usize = read_file_sink(&out)
+            .iter()
+            .filter(|m| m.headers.get("sluice.module").map(String::as_str) == Some("fine"))
+            .map(|m| m.value["data"].as_array().map_or(0, Vec::len))
+            .sum();
+        if fine == 2 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{fine} of 2 rows published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !read_file_sink(&out)
+            .iter()
+            .any(|m| m.headers.get("sluice.module").map(String::as_str) == Some("hangs"))
+    );
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
