@@ -453,6 +453,41 @@ async fn create_topic(
     Ok((StatusCode::CREATED, axum::Json(r)))
 }
 
+/// Every error answer is JSON `{"error": "..."}`: axum's own rejections (wrong method,
+/// body over the limit, bad path) are plain text, and clients parse one shape.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = (status, axum::Json(json!({ "error": message }))).into_response();
+    // Keep what the error's headers say (`Allow` on a 405, `WWW-Authenticate` on a 401).
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
@@ -488,6 +523,7 @@ pub fn app_in(
         .route("/v1/topics", post(create_topic))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(st)
 }
 

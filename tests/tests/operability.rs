@@ -392,6 +392,16 @@ token_env = "SLUICE_OPS_TOKEN"
             .contains("/no/such/module.wasm"),
         "{v}"
     );
+    // axum's own rejections answer JSON too: a wrong method, a body over the limit.
+    let (s, v) = http.get("/v1/pause");
+    assert_eq!(s, 405, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    let (s, v) = http.post(
+        "/v1/modules/canal/candidate",
+        Some(("application/wasm", &vec![0u8; (64 << 20) + 1])),
+    );
+    assert_eq!(s, 413, "{v}");
+    assert!(v["error"].is_string(), "{v}");
     let (s, v) = http.post(
         "/v1/modules/nosuch/candidate",
         Some(("application/wasm", &v2)),
