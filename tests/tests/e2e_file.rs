@@ -146,7 +146,7 @@ async fn an_oversized_key_goes_through_the_module_policy_and_never_crash_loops()
         std::fs::write(
             &config,
             format!(
-                "{}include = ['big_t\\..*']\n{}{}[sink]\nkind = \"file\"\npath = \"{}\"\nmax_message_bytes = {LIMIT}\n\n[checkpoint]\npath = \"{}\"\n",
+                "{}include = ['big_t\\..*']\n{}{}[sink]\nkind = \"file\"\npath = \"{}\"\nmax_message_bytes = {LIMIT}\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
                 source_toml(&srv, 4_300_201),
                 module("big", "7", big_policy),
                 module("skipper", "8", "on_error = \"skip\""),
@@ -271,7 +271,8 @@ async fn a_module_whose_configure_hangs_does_not_stop_the_agent() {
             "{}include = ['hang_t\\..*']\n\
              [[modules]]\nname = \"hangs\"\nfile = \"{hostile}\"\non_error = \"skip\"\n[modules.config]\nmode = \"config-loop\"\n\n\
              [[modules]]\nname = \"fine\"\nfile = \"{hostile}\"\non_error = \"skip\"\n[modules.config]\nmode = \"none\"\n\n\
-             [sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n",
+             [sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_300_301),
             out.display(),
             dir.join("cp").display()
