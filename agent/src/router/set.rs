@@ -320,22 +320,28 @@ impl RouterSet {
             })
     }
 
+    fn publish_promoted(&self, name: &str, version: String) {
+        let at_ms = now_ms();
+        self.publish_status(Some((name, CandidateState::Promoted { version, at_ms })));
+    }
+
     fn publish_status(&self, candidate: Option<(&str, CandidateState)>) {
         let Ok(mut board) = self.status.lock() else {
             return;
         };
         let old = std::mem::take(&mut *board);
-        for s in &self.slots {
-            let name = s.instance.spec().name.clone();
-            let prev_candidate = old
+        // The given candidate state for its module; the last one shown for the others.
+        let candidate_of = |name: &str| match &candidate {
+            Some((n, c)) if *n == name => c.clone(),
+            _ => old
                 .iter()
                 .find(|m| m.name == name)
                 .map(|m| m.candidate.clone())
-                .unwrap_or(CandidateState::None);
-            let cand = match &candidate {
-                Some((n, c)) if *n == name => c.clone(),
-                _ => prev_candidate,
-            };
+                .unwrap_or(CandidateState::None),
+        };
+        for s in &self.slots {
+            let name = s.instance.spec().name.clone();
+            let cand = candidate_of(&name);
             board.push(ModuleStatus {
                 name,
                 version: s.instance.code().hash.clone(),
@@ -352,19 +358,11 @@ impl RouterSet {
             });
         }
         for f in &self.failed {
-            let cand = match &candidate {
-                Some((n, c)) if *n == f.spec.name => c.clone(),
-                _ => old
-                    .iter()
-                    .find(|m| m.name == f.spec.name)
-                    .map(|m| m.candidate.clone())
-                    .unwrap_or(CandidateState::None),
-            };
             board.push(ModuleStatus {
                 name: f.spec.name.clone(),
                 version: f.version.to_string(),
                 previous: None,
-                candidate: cand,
+                candidate: candidate_of(&f.spec.name),
                 counters: f.counters.clone(),
                 quarantine: None,
                 failed: Some(f.error.to_string()),
@@ -674,13 +672,7 @@ impl RouterSet {
                             module = %name,
                             version = %short(&version),
                         );
-                        self.publish_status(Some((
-                            &name,
-                            CandidateState::Promoted {
-                                version,
-                                at_ms: now_ms(),
-                            },
-                        )));
+                        self.publish_promoted(&name, version);
                         changed = true;
                         continue;
                     }
@@ -726,13 +718,7 @@ impl RouterSet {
                         version = %&version[..12],
                         previous = %old.code().short_hash(),
                     );
-                    self.publish_status(Some((
-                        &name,
-                        CandidateState::Promoted {
-                            version,
-                            at_ms: now_ms(),
-                        },
-                    )));
+                    self.publish_promoted(&name, version);
                     changed = true;
                 }
                 Proposal::Rejected {
