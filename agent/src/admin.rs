@@ -11,7 +11,14 @@
 //! - an unauthenticated request gets 401 and a malformed one 400, each with a JSON body
 //!   saying what is wrong, and neither reaches the pipeline;
 //! - requests that change state only send a [`CommandKind`] to the pipeline, which
-//!   applies it between source items.
+//!   applies it between source items;
+//! - no client can hold the server: request headers must arrive within
+//!   [`HEADER_TIMEOUT`] (one request per connection, no keep-alive),
+//!   a whole request within `admin.request_timeout_secs` (else 408, connection
+//!   closed), at most [`MAX_CONNECTIONS`] connections are open (more are closed at
+//!   once), and at most [`MAX_UPLOADS`] module uploads are read at a time (more get
+//!   429 before their body is read), so memory for uploads stays under
+//!   `MAX_UPLOADS` × 64 MiB whatever the callers do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +42,15 @@ use crate::secret::Secret;
 /// Largest request body (a module upload).
 const MAX_BODY: usize = 64 << 20;
 
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Open connections at most; `/healthz` probes, scrapes and `sluice ctl` need few.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// Module uploads read at the same time at most.
+pub const MAX_UPLOADS: usize = 2;
+
 /// Admin server settings.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -48,6 +64,8 @@ pub struct AdminConfig {
     pub topic_replication: i32,
     /// `router.modules_dir`: the only place a `{"path": ...}` candidate may come from.
     pub modules_dir: Option<std::path::PathBuf>,
+    /// How long one request may take, body included.
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -55,6 +73,8 @@ struct AppState {
     control: Arc<Control>,
     token_digest: Option<[u8; 32]>,
     modules_dir: Option<Arc<std::path::Path>>,
+    /// One permit per upload being read ([`MAX_UPLOADS`]).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A JSON error response.
@@ -245,9 +265,40 @@ async fn load_candidate(
     State(st): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     find_module(&st, &name)?;
+    // The permit is taken before a byte of the body is read and held until the
+    // pipeline has the candidate: uploads beyond MAX_UPLOADS cost nothing.
+    let _permit = st.uploads.clone().try_acquire_owned().map_err(|_| {
+        ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_UPLOADS} module uploads are already being read; try again when one has finished"),
+        )
+    })?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        use std::error::Error as _;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut too_large = false;
+        while let Some(c) = cause {
+            too_large |= c.is::<http_body_util::LengthLimitError>();
+            cause = c.source();
+        }
+        if too_large {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {} MiB", MAX_BODY >> 20),
+            )
+        } else {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "reading the body: {}",
+                    e.source().map_or(e.to_string(), |s| s.to_string())
+                ),
+            )
+        }
+    })?;
     let bytes = if is_json(&headers) {
         let v = parse_json(&body)?;
         let path = v.get("path").and_then(Value::as_str).ok_or_else(|| {
@@ -507,6 +558,7 @@ pub fn app_in(
         control,
         token_digest: token.map(|t| Sha256::digest(t.expose().trim().as_bytes()).into()),
         modules_dir: modules_dir.map(Arc::from),
+        uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -527,12 +579,45 @@ pub fn app_in(
         .with_state(st)
 }
 
+/// Answers 408 to a request that is not done within `limit`, body included; its
+/// connection is then closed, so a half-sent body is not read on.
+async fn request_deadline(
+    limit: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let mut r = ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request was not done within {} s (admin.request_timeout_secs)",
+                    limit.as_secs()
+                ),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+/// A running admin server.
+pub struct Served {
+    /// The address it listens on (the real port when the config said 0).
+    pub addr: SocketAddr,
+    /// Ends after `cancel`, once open connections finished (at most a few seconds).
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
 /// Binds the admin address (so a taken port fails startup) and serves until `cancel`.
 pub async fn serve(
     cfg: &AdminConfig,
     control: Arc<Control>,
     cancel: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Served> {
     use anyhow::Context as _;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -543,15 +628,71 @@ pub async fn serve(
         address = %local,
         token_required = cfg.token.is_some(),
     );
-    let app = app_in(control, cfg.token.as_ref(), cfg.modules_dir.as_deref());
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(message = "Admin API stopped.", error = %e);
-        }
-    }))
+    let limit = cfg.request_timeout;
+    let app = app_in(control, cfg.token.as_ref(), cfg.modules_dir.as_deref()).layer(
+        axum::middleware::from_fn(move |req, next| request_deadline(limit, req, next)),
+    );
+    let handle = tokio::spawn(accept_loop(listener, app, cancel));
+    Ok(Served {
+        addr: local,
+        handle,
+    })
+}
+
+/// Accepts connections until `cancel`, each served on a task of its own with
+/// [`HEADER_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, cancel: CancellationToken) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused_logged = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(message = "Admin API cannot accept a connection.", error = %e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            if !refused_logged {
+                tracing::warn!(
+                    message = "Admin API connection limit reached; closing new connections until some end.",
+                    limit = MAX_CONNECTIONS,
+                );
+                refused_logged = true;
+            }
+            drop(stream);
+            continue;
+        };
+        refused_logged = false;
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // One request per connection: an admin API needs no keep-alive, and an idle
+            // pooled connection the header timeout closed would fail a client's next
+            // request instead of costing it a new connection.
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -606,5 +747,131 @@ mod tests {
         assert_eq!(s, 400);
         assert!(m.contains("router.modules_dir"), "{m}");
         std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// A raw client: connects, writes `head`, and returns the stream.
+    async fn send(addr: SocketAddr, head: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.write_all(head.as_bytes()).await.expect("write");
+        c
+    }
+
+    /// Reads until the server closes (or `within` passes): what it answered.
+    async fn answer(c: &mut tokio::net::TcpStream, within: std::time::Duration) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        match tokio::time::timeout(within, c.read_to_end(&mut buf)).await {
+            Ok(_) => Some(String::from_utf8_lossy(&buf).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    fn upload_head(len: usize) -> String {
+        format!(
+            "POST /v1/modules/m/candidate HTTP/1.1\r\nHost: x\r\nContent-Type: application/wasm\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n"
+        )
+    }
+
+    /// Slow clients and upload floods: a client that never finishes its headers is cut
+    /// off after HEADER_TIMEOUT; uploads past MAX_UPLOADS get 429 before their body is
+    /// read; an upload that stalls gets 408 at the request deadline and frees its
+    /// place; and all along `/healthz` answers at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_and_upload_floods_cannot_hold_the_server() {
+        use std::time::{Duration, Instant};
+        let control = Arc::new(Control::new(Duration::from_secs(60)));
+        let board: crate::router::StatusBoard =
+            Arc::new(std::sync::Mutex::new(vec![ModuleStatus {
+                name: "m".into(),
+                version: "v".into(),
+                previous: None,
+                candidate: CandidateState::None,
+                counters: Default::default(),
+                quarantine: None,
+                failed: None,
+            }]));
+        control.set_status(Some(board));
+        let cfg = AdminConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+            topic_partitions: 1,
+            topic_replication: 1,
+            modules_dir: None,
+            request_timeout: Duration::from_secs(3),
+        };
+        let cancel = CancellationToken::new();
+        let served = serve(&cfg, control, cancel.clone()).await.expect("serve");
+        let addr = served.addr;
+        let healthz = async || {
+            let t = Instant::now();
+            let mut c = send(
+                addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            let a = answer(&mut c, Duration::from_secs(2))
+                .await
+                .unwrap_or_default();
+            assert!(a.starts_with("HTTP/1.1 200"), "healthz: {a}");
+            t.elapsed()
+        };
+
+        // Twenty clients that send half a request line and stop.
+        let mut slow = Vec::new();
+        for _ in 0..20 {
+            slow.push(send(addr, "GET /heal").await);
+        }
+        // Two uploads announcing 60 MB and sending 1 kB: they hold both upload places.
+        let mut stalled = Vec::new();
+        for _ in 0..MAX_UPLOADS {
+            let mut c = send(addr, &upload_head(60 << 20)).await;
+            tokio::io::AsyncWriteExt::write_all(&mut c, &[0u8; 1024])
+                .await
+                .expect("body");
+            stalled.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(healthz().await < Duration::from_millis(500));
+        // A third upload is refused before its body is read.
+        let mut third = send(addr, &upload_head(60 << 20)).await;
+        let a = answer(&mut third, Duration::from_secs(2)).await;
+        let a = a.expect("the third upload is answered at once");
+        assert!(a.starts_with("HTTP/1.1 429"), "{a}");
+        assert!(a.contains("\"error\""), "JSON error: {a}");
+
+        // The stalled uploads hit the 3 s request deadline: 408, connection closed.
+        for mut c in stalled {
+            let a = answer(&mut c, Duration::from_secs(6)).await;
+            let a = a.expect("a stalled upload is cut off at the deadline");
+            assert!(a.starts_with("HTTP/1.1 408"), "{a}");
+        }
+        // Their places are free again: the next upload is read (and refused for what
+        // it is, not for being one too many).
+        let mut next = send(addr, &upload_head(4)).await;
+        tokio::io::AsyncWriteExt::write_all(&mut next, b"nope")
+            .await
+            .expect("body");
+        let a = answer(&mut next, Duration::from_secs(3))
+            .await
+            .unwrap_or_default();
+        assert!(
+            a.starts_with("HTTP/1.1 400") && a.contains("WebAssembly"),
+            "{a}"
+        );
+
+        // The half-request clients are closed by the header timeout.
+        let t = Instant::now();
+        for c in slow.iter_mut() {
+            let a = answer(c, HEADER_TIMEOUT + Duration::from_secs(3)).await;
+            assert!(
+                a.is_some(),
+                "a client that never finished its headers is still connected after {:?}",
+                t.elapsed()
+            );
+        }
+        assert!(healthz().await < Duration::from_millis(500));
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), served.handle).await;
     }
 }

@@ -56,6 +56,9 @@ pub struct RawAdmin {
     pub topic_partitions: Option<i32>,
     /// Replication factor of topics created through the API (default 1).
     pub topic_replication: Option<i32>,
+    /// Seconds one request may take, body included, before it is answered 408 and
+    /// its connection closed (default 120: a 64 MiB upload over a slow link).
+    pub request_timeout_secs: Option<u64>,
 }
 
 /// `[source]`.
@@ -169,7 +172,7 @@ pub struct RawRouter {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
-    /// `stdout`, `file` or `kafka`.
+    /// `stdout`, `file`, `kafka` or `rabbitmq`.
     pub kind: String,
     /// For `file`.
     pub path: Option<PathBuf>,
@@ -195,6 +198,8 @@ pub struct RawSink {
     pub oversize_topic: Option<String>,
     /// Messages in flight before the reader waits.
     pub max_in_flight: Option<usize>,
+    /// `[sink.rabbitmq]`, for `rabbitmq` (its own section type and checks).
+    pub rabbitmq: Option<crate::sink::rabbitmq::RawRabbit>,
 }
 
 fn default_message() -> String {
@@ -238,6 +243,8 @@ pub enum SinkKind {
         /// Extra properties.
         properties: BTreeMap<String, String>,
     },
+    /// RabbitMQ (AMQP 0-9-1), `[sink.rabbitmq]`.
+    RabbitMq(crate::sink::rabbitmq::RabbitConfig),
 }
 
 impl std::fmt::Debug for SinkKind {
@@ -265,6 +272,7 @@ impl std::fmt::Debug for SinkKind {
                     .field("properties", &shown)
                     .finish()
             }
+            SinkKind::RabbitMq(r) => r.fmt(f),
         }
     }
 }
@@ -514,8 +522,22 @@ impl Config {
                     properties: k.librdkafka.clone(),
                 }
             }
-            other => bail!("sink.kind: `{other}` is not stdout, file or kafka"),
+            "rabbitmq" => SinkKind::RabbitMq(
+                k.rabbitmq
+                    .as_ref()
+                    .context(
+                        "sink.rabbitmq: required with kind = \"rabbitmq\" (at least `exchange`)",
+                    )?
+                    .validate(&rel)?,
+            ),
+            other => bail!("sink.kind: `{other}` is not stdout, file, kafka or rabbitmq"),
         };
+        if k.rabbitmq.is_some() && k.kind != "rabbitmq" {
+            bail!(
+                "sink.rabbitmq: only used with kind = \"rabbitmq\" (kind is `{}`)",
+                k.kind
+            );
+        }
         let unit = match k.message.as_str() {
             "event" => MessageUnit::Event,
             "row" => MessageUnit::Row,
@@ -650,12 +672,17 @@ fn validate_admin(
     if replication < 1 {
         bail!("admin.topic_replication: must be at least 1");
     }
+    let request_timeout = a.request_timeout_secs.unwrap_or(120);
+    if request_timeout == 0 {
+        bail!("admin.request_timeout_secs: must be at least 1");
+    }
     Ok(Some(crate::admin::AdminConfig {
         listen: addr,
         token: token.map(Secret::new),
         topic_partitions: partitions,
         topic_replication: replication,
         modules_dir: None,
+        request_timeout: std::time::Duration::from_secs(request_timeout),
     }))
 }
 

@@ -276,7 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `sluice run`: the admin API, the lag probe and the pipeline, stopped by a signal.
+/// `sluice run`: the admin API and the pipeline, stopped by a signal.
 async fn agent(cfg: sluice::config::Config) -> anyhow::Result<()> {
     use std::sync::Arc;
     // Secrets in the config print as `***` (see `sluice::secret`).
@@ -289,15 +289,6 @@ async fn agent(cfg: sluice::config::Config) -> anyhow::Result<()> {
     let admin = match &cfg.admin {
         Some(a) => Some(sluice::admin::serve(a, control.clone(), cancel.child_token()).await?),
         None => None,
-    };
-    let probe = {
-        let ctl = control.clone();
-        tokio::spawn(sluice::source::probe_lag(
-            cfg.source.clone(),
-            std::time::Duration::from_secs(5),
-            move || ctl.state().and_then(|s| s.read.or(s.checkpoint)),
-            cancel.child_token(),
-        ))
     };
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -315,9 +306,8 @@ async fn agent(cfg: sluice::config::Config) -> anyhow::Result<()> {
     });
     let result = sluice::pipeline::run(cfg, cancel.clone(), control).await;
     cancel.cancel();
-    probe.abort();
     if let Some(a) = admin {
-        let _ = a.await;
+        let _ = a.handle.await;
     }
     result.map(|_| ())
 }

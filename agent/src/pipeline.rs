@@ -30,8 +30,8 @@ use crate::format::{Format, canal, debezium};
 use crate::metrics;
 use crate::router::watch::ModuleDir;
 use crate::router::{Delivery, Policy, Route, RouteInput, RouterEngine, RouterSet};
-use crate::sink::{HeaderValue, OutMessage, POSITION_HEADER, Sink, SinkError};
-use crate::source::{BinlogSource, SourceError};
+use crate::sink::{HeaderValue, OutMessage, POSITION_HEADER, RefusalReason, Sink, SinkError};
+use crate::source::{BinlogSource, Received, ServerEnd, SourceError};
 
 /// A decision header with which a module picks the format (`canal` or `debezium`) of
 /// one destination; consumed by the agent, not published.
@@ -143,10 +143,20 @@ struct Run<'a> {
     group_rows: Vec<Vec<usize>>,
     /// Reused: the position header being written.
     position: Vec<u8>,
+    /// The binlog event (file, offset, sub) whose messages are being made, and how many
+    /// it has made so far: the last part of `sluice.position` (see [`Run::next_position`]).
+    event_at: Option<(Arc<str>, u64, u32)>,
+    event_messages: u32,
     /// The last transaction boundary read.
     read: Option<Checkpoint>,
     /// Commit time of the open transaction (ms since the epoch).
     commit_ms: u64,
+    /// Where the binlog stream is, and the server's end as last listed: while the
+    /// server is ahead, or read items wait in the channel, the source is behind.
+    received: Received,
+    server_end: ServerEnd,
+    /// Whether the source was behind at the last tick (see [`Run::track_lag`]).
+    source_behind: bool,
     /// Between a Begin and its Commit.
     in_txn: bool,
     /// When the open transaction's first event reached the pipeline.
@@ -370,12 +380,7 @@ impl Run<'_> {
             ),
             Format::Debezium => debezium::envelope(&mut self.json, ev, rows[0], now_ms()),
         }
-        self.position.clear();
-        {
-            use std::io::Write;
-            // Writing into a Vec cannot fail.
-            let _ = write!(self.position, "{}:{}", ev.position, rows[0]);
-        }
+        self.next_position(ev);
         let mut headers: Vec<(std::borrow::Cow<'static, str>, HeaderValue)> = Vec::with_capacity(
             6 + if d.dead_letter.is_some() { 2 } else { 0 } + d.route.headers.len(),
         );
@@ -431,6 +436,33 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Writes the next message's `sluice.position` into `self.position`:
+    /// `FILE:OFFSET[/SUB]:N`, the binlog event the message comes from and N, its index
+    /// among the messages made from that event (0, 1, ...). The parts of a split event
+    /// (a primary-key change's delete and insert) and every destination's messages
+    /// count on from one another, so positions are unique, and since messages of one
+    /// partition are sent in the order they are made, strictly increasing per
+    /// partition as (file number, offset, sub, N). The numbering depends only on the
+    /// binlog and the modules' decisions, so a message sent again after a restart
+    /// repeats its old position: consumers deduplicate by it.
+    fn next_position(&mut self, ev: &ChangeEvent) {
+        let p = &ev.position;
+        let same = self
+            .event_at
+            .as_ref()
+            .is_some_and(|(f, o, s)| *o == p.offset && *s == p.sub && **f == *p.file);
+        if same {
+            self.event_messages += 1;
+        } else {
+            self.event_at = Some((p.file.clone(), p.offset, p.sub));
+            self.event_messages = 0;
+        }
+        self.position.clear();
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.position, "{}:{}", p, self.event_messages);
+    }
+
     /// Shows in the status (and so in `/readyz`) why messages are held, while they are.
     /// Cheap unless the hold starts or ends, so it runs on every turn of the loop: held
     /// messages can also be released inside a send.
@@ -474,13 +506,36 @@ impl Run<'_> {
             .unwrap_or(self.cfg.sink.format)
     }
 
-    /// Applies the oversize policy to one message. What counts is what the broker
-    /// stores, key and headers included (a module's 50 MB key weighs 50 MB). Over the
-    /// limit, `sink.on_oversize = "dead-letter"` sends a reference to its topic; else the
-    /// deciding module's policy applies (skip: dropped and counted; dead-letter: a
+    /// The failure policy of module `name`, if it is one.
+    fn module_policy(&self, name: &str) -> Option<Policy> {
+        self.cfg
+            .modules
+            .iter()
+            .find(|(m, _)| *m.name == *name)
+            .map(|(m, _)| m.on_error.clone())
+    }
+
+    /// What to do with a message too large to publish, decided by `module` (empty:
+    /// none). `sink.on_oversize = "dead-letter"` sends a reference to its topic; else
+    /// the deciding module's policy applies (skip: dropped and counted; dead-letter: a
     /// reference to the module's dead-letter topic; halt: the agent stops naming the
     /// module, so a module cannot make the agent exit on every restart unless its owner
-    /// chose halt). `None`: the message is dropped.
+    /// chose halt). A message already on its way to a dead-letter topic halts rather
+    /// than being referred again.
+    fn oversize_action(&self, module: &str, dead_letter: bool) -> OversizeAction {
+        match (&self.cfg.sink.oversize, self.module_policy(module)) {
+            (Oversize::DeadLetter(topic), _) => OversizeAction::DeadLetter(topic.clone()),
+            (Oversize::Halt, Some(Policy::DeadLetter(topic))) if !dead_letter => {
+                OversizeAction::DeadLetter(topic)
+            }
+            (Oversize::Halt, Some(Policy::Skip)) => OversizeAction::Skip,
+            _ => OversizeAction::Halt,
+        }
+    }
+
+    /// Applies the oversize policy to one message. What counts is what the broker
+    /// stores, key and headers included (a module's 50 MB key weighs 50 MB); see
+    /// [`Run::oversize_action`]. `None`: the message is dropped.
     fn check_size(
         &self,
         mut msg: OutMessage,
@@ -492,16 +547,10 @@ impl Run<'_> {
         if bytes <= limit {
             return Ok(Some(msg));
         }
-        let module_policy = self
-            .cfg
-            .modules
-            .iter()
-            .find(|(m, _)| *m.name == *d.module)
-            .map(|(m, _)| m.on_error.clone());
-        let to = match (&self.cfg.sink.oversize, module_policy) {
-            (Oversize::DeadLetter(topic), _) => topic.clone(),
-            (Oversize::Halt, Some(Policy::DeadLetter(topic))) if d.dead_letter.is_none() => topic,
-            (Oversize::Halt, Some(Policy::Skip)) => {
+        let key_bytes = msg.key.as_ref().map_or(0, Vec::len);
+        let to = match self.oversize_action(&d.module, d.dead_letter.is_some()) {
+            OversizeAction::DeadLetter(to) => to,
+            OversizeAction::Skip => {
                 crate::metrics::global()
                     .module(&d.module, &d.version)
                     .action("skip-oversize");
@@ -511,12 +560,12 @@ impl Run<'_> {
                     topic = %msg.topic,
                     position = %msg.position(),
                     bytes,
-                    key_bytes = msg.key.as_ref().map_or(0, Vec::len),
+                    key_bytes,
                     limit,
                 );
                 return Ok(None);
             }
-            _ => {
+            OversizeAction::Halt => {
                 return Err(SinkError::Oversize {
                     topic: msg.topic.to_string(),
                     position: msg.position(),
@@ -527,7 +576,6 @@ impl Run<'_> {
                 .into());
             }
         };
-        let key_bytes = msg.key.as_ref().map_or(0, Vec::len);
         msg.payload = serde_json::json!({
             "oversize": true,
             "bytes": bytes,
@@ -549,6 +597,125 @@ impl Run<'_> {
         msg.headers
             .retain(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096);
         Ok(Some(msg))
+    }
+
+    /// Waits (at most `timeout`) until everything sent is acknowledged, putting what
+    /// the broker refuses meanwhile through its policy.
+    fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        let start = Instant::now();
+        loop {
+            self.settle_refused()?;
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.sink.drain(left.min(Duration::from_millis(100))) {
+                Err(SinkError::Timeout { in_flight, .. }) if left.is_zero() => {
+                    return Err(SinkError::Timeout {
+                        in_flight,
+                        waited: timeout,
+                    });
+                }
+                Err(SinkError::Timeout { .. }) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Puts the messages the broker refused as too large through the oversize policy
+    /// ([`Run::oversize_action`]): skipped, or a reference sent to the dead-letter
+    /// topic in the same transaction (sent before the original is settled, so the
+    /// checkpoint never passes a transaction whose reference is not acknowledged), or
+    /// the agent stops naming the module and both limits.
+    fn settle_refused(&mut self) -> Result<(), SinkError> {
+        for r in self.sink.take_refused() {
+            let version = r.header("sluice.module.version").unwrap_or_default();
+            let was_dead_letter = r.header("sluice.error.kind").is_some();
+            let action = match r.reason {
+                RefusalReason::TooLarge => self.oversize_action(&r.module, was_dead_letter),
+                // Unroutable: the module's policy alone (the sink's oversize policy is
+                // about size).
+                RefusalReason::Unroutable => match self.module_policy(&r.module) {
+                    Some(Policy::Skip) => OversizeAction::Skip,
+                    Some(Policy::DeadLetter(t)) if !was_dead_letter => {
+                        OversizeAction::DeadLetter(t)
+                    }
+                    _ => OversizeAction::Halt,
+                },
+            };
+            let action = match action {
+                // A reference refused in turn must not be referred again.
+                OversizeAction::DeadLetter(to) if to == r.topic => OversizeAction::Halt,
+                a => a,
+            };
+            match action {
+                OversizeAction::Halt if r.reason == RefusalReason::Unroutable => {
+                    return Err(SinkError::Unroutable {
+                        position: r.position,
+                        module: r.module,
+                        detail: r.detail,
+                    });
+                }
+                OversizeAction::Halt => {
+                    return Err(SinkError::TooLarge {
+                        topic: r.topic,
+                        position: r.position,
+                        detail: r.detail,
+                    });
+                }
+                OversizeAction::Skip => {
+                    let what = match r.reason {
+                        RefusalReason::TooLarge => "skip-oversize",
+                        RefusalReason::Unroutable => "skip-unroutable",
+                    };
+                    metrics::global().module(&r.module, &version).action(what);
+                    tracing::warn!(
+                        message = "Message the broker refused skipped by its module's policy.",
+                        reason = what,
+                        module = %r.module,
+                        topic = %r.topic,
+                        position = %r.position,
+                        payload_bytes = r.payload_bytes,
+                        key_bytes = r.key_bytes,
+                        error = %r.detail,
+                    );
+                }
+                OversizeAction::DeadLetter(to) => {
+                    let payload = serde_json::json!({
+                        "oversize": r.reason == RefusalReason::TooLarge,
+                        "unroutable": r.reason == RefusalReason::Unroutable,
+                        "refused_by_broker": &r.detail,
+                        "payload_bytes": r.payload_bytes,
+                        "key_bytes": r.key_bytes,
+                        "topic": &r.topic,
+                        "position": &r.position,
+                        "database": r.header("sluice.db"),
+                        "table": r.header("sluice.table"),
+                        "module": &r.module,
+                    });
+                    let msg = OutMessage {
+                        topic: Arc::from(to.as_str()),
+                        partition: None,
+                        key: None,
+                        headers: r
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone().into(), HeaderValue::from(&v[..])))
+                            .collect(),
+                        payload: payload.to_string().into_bytes(),
+                        txn: r.txn,
+                    };
+                    tracing::warn!(
+                        message = "Message the broker refused sent to the dead-letter topic as a reference.",
+                        module = %r.module,
+                        topic = %r.topic,
+                        dead_letter_topic = %to,
+                        position = %r.position,
+                        error = %r.detail,
+                    );
+                    self.sink.send(msg)?;
+                }
+            }
+            self.sink.settle(&r);
+        }
+        Ok(())
     }
 
     /// `message = "transaction"`: appends a message to the transaction's message for the
@@ -680,6 +847,20 @@ impl Run<'_> {
         }
     }
 
+    /// Keeps `sluice_source_lag_seconds` true while nothing is read (paused, a full
+    /// window, a stalled pipeline): whenever the server has written past the stream,
+    /// or read items wait for the pipeline (`queued`), the lag is the age of the
+    /// transaction being read, growing with the clock until the pipeline moves on.
+    /// Caught up, it keeps what the last commit measured.
+    fn track_lag(&mut self, queued: bool) {
+        let received = self.received.get();
+        self.source_behind = queued || self.server_end.is_ahead_of(received.as_ref());
+        if self.source_behind && self.commit_ms > 0 {
+            let lag = now_ms().saturating_sub(self.commit_ms) as f64 / 1000.0;
+            metrics::global().source_lag_seconds.set(lag);
+        }
+    }
+
     fn save_checkpoint(&mut self) -> anyhow::Result<()> {
         if let Some(cp) = self.sink.safe_checkpoint()?
             && self.saved.as_ref() != Some(&cp)
@@ -690,7 +871,8 @@ impl Run<'_> {
         }
         self.writer.check()?;
         let counts = self.sink.counts();
-        let behind = counts.0 > 0 || (self.read.is_some() && self.read != self.saved);
+        let behind =
+            counts.0 > 0 || (self.read.is_some() && self.read != self.saved) || self.source_behind;
         self.ctl.update(|s| {
             s.messages = counts;
             s.behind = behind;
@@ -867,6 +1049,16 @@ fn restart_may_help(e: &anyhow::Error) -> bool {
         .is_some_and(|s| matches!(s, SinkError::Delivery { .. } | SinkError::Setup(_)))
 }
 
+/// What happens to a message too large to publish.
+enum OversizeAction {
+    /// Dropped, counted and logged.
+    Skip,
+    /// A reference (position, table, sizes) goes to this topic instead.
+    DeadLetter(String),
+    /// The agent stops with an error naming the module and the settings.
+    Halt,
+}
+
 /// What woke the pipeline loop.
 enum Wake {
     Cancel,
@@ -916,6 +1108,16 @@ async fn run_once(
     });
     let (tx, mut rx) = mpsc::channel::<Result<SourceItem, SourceError>>(256);
     let reader_cancel = cancel.child_token();
+    let (received, server_end) = (source.received(), ServerEnd::default());
+    // Lists the server's binlogs every heartbeat: lag in bytes, and whether the stream
+    // is behind (which the pipeline needs while it reads nothing).
+    tokio::spawn(crate::source::probe_lag(
+        cfg.source.clone(),
+        cfg.source.heartbeat,
+        received.clone(),
+        server_end.clone(),
+        reader_cancel.clone(),
+    ));
     let reader = {
         let stop = reader_cancel.clone();
         let mut source = source;
@@ -966,8 +1168,13 @@ async fn run_once(
         groups: Vec::new(),
         group_rows: Vec::new(),
         position: Vec::new(),
+        event_at: None,
+        event_messages: 0,
         read: None,
         commit_ms: 0,
+        received,
+        server_end,
+        source_behind: false,
         in_txn: false,
         txn_seen: Instant::now(),
         gathered: Vec::new(),
@@ -1045,12 +1252,20 @@ async fn run_once(
                     // Between transactions an idle pipeline is at a boundary.
                     set.apply(!run.in_txn && run.chunk.is_empty());
                 }
-                if let Err(e) = run.save_checkpoint() {
+                run.track_lag(!rx.is_empty());
+                if let Err(e) = run
+                    .settle_refused()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| run.save_checkpoint())
+                {
                     break Err(e);
                 }
             }
             Wake::WindowPoll => {
                 if let Err(e) = run.sink.check().and_then(|()| run.sink.release_held()) {
+                    break Err(e.into());
+                }
+                if let Err(e) = run.settle_refused() {
                     break Err(e.into());
                 }
             }
@@ -1073,7 +1288,7 @@ async fn run_once(
     // Clean shutdown: an open transaction stays unacknowledged (it is re-read on
     // restart); everything committed is drained and checkpointed.
     let drained = match &result {
-        Ok(()) => match run.sink.drain(DRAIN_TIMEOUT) {
+        Ok(()) => match run.drain(DRAIN_TIMEOUT) {
             // A stop asked for while messages wait for their topic: they are re-read
             // from the checkpoint at the next start, so this is no failure of the stop.
             Err(e @ SinkError::MissingTopic { .. }) => {

@@ -51,6 +51,12 @@ heartbeat_ms = 500
     )
 }
 
+/// Source section for the scenario: only the `e2e` database is captured, so tests
+/// that run beside it in other databases never reach its messages.
+pub fn scenario_source_toml(srv: &Server, server_id: u32) -> String {
+    format!("{}include = ['e2e\\..*']\n", source_toml(srv, server_id))
+}
+
 /// Creates the scenario's tables.
 pub async fn setup(conn: &mut mysql_async::Conn) {
     exec(conn, "DROP DATABASE IF EXISTS e2e").await;
@@ -175,80 +181,148 @@ pub struct Replayed {
     pub changes: usize,
     /// Row changes seen more than once (redelivered after a crash).
     pub duplicates: usize,
+    /// Final rows as a consumer following the README's deduplication recipe sees them:
+    /// per (topic, partition), a message at or below the highest `sluice.position`
+    /// applied there is dropped whole.
+    pub recipe_state: BTreeMap<(String, String), BTreeMap<String, Option<String>>>,
+    /// Messages the recipe dropped.
+    pub recipe_dropped: usize,
 }
 
-fn position_key(pos: &str) -> (String, u64, u64) {
-    let mut it = pos.rsplitn(3, ':');
-    let row = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-    let off = it.next().unwrap_or("0");
-    let off = off.split('/').next().unwrap_or("0").parse().unwrap_or(0);
-    let file = it.next().unwrap_or("").to_string();
-    (file, off, row)
+/// A row's column values by name.
+pub type RowValues = BTreeMap<String, Option<String>>;
+
+/// A position as compared: (file number, offset, sub, N).
+pub type PositionKey = (u64, u64, u32, u32);
+
+/// `sluice.position` (`FILE:OFFSET[/SUB]:N`) as the README says to compare it:
+/// (file number, offset, sub, N). `None` when it is not of that form.
+pub fn parse_position(pos: &str) -> Option<PositionKey> {
+    let (rest, n) = pos.rsplit_once(':')?;
+    let (file, at) = rest.rsplit_once(':')?;
+    let (offset, sub) = match at.split_once('/') {
+        Some((o, s)) => (o, s.parse().ok()?),
+        None => (at, 0),
+    };
+    let file_no = file.rsplit_once('.')?.1.parse().ok()?;
+    Some((file_no, offset.parse().ok()?, sub, n.parse().ok()?))
 }
 
-/// Applies messages in order, dropping redeliveries by (position, type, row), and
-/// checks partitions and per-key order on the way. Panics on a violation.
+/// A FlatMessage's rows as (primary key, column values), with its table and type.
+fn rows_of(v: &serde_json::Value) -> (String, String, String, Vec<(String, RowValues)>) {
+    let table = v["table"].as_str().unwrap_or_default().to_string();
+    let db = v["database"].as_str().unwrap_or_default().to_string();
+    let kind = v["type"].as_str().unwrap_or_default().to_string();
+    let pk_name = v["pkNames"][0].as_str().unwrap_or_default().to_string();
+    let rows = v["data"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    let obj = row.as_object().cloned().unwrap_or_default();
+                    let pk = obj
+                        .get(&pk_name)
+                        .and_then(|x| x.as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    let vals = obj
+                        .into_iter()
+                        .map(|(k, v)| (k, v.as_str().map(str::to_string)))
+                        .collect();
+                    (pk, vals)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (db, table, kind, rows)
+}
+
+/// Applies messages in order, dropping redeliveries by (position, row), and checks
+/// partitions, unique positions and per-key order on the way; also applies them as the
+/// README's deduplication recipe says (`recipe_state`). Panics on a violation.
 pub fn replay(msgs: &[Published]) -> Replayed {
     let mut r = Replayed::default();
-    let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let mut last_pos: BTreeMap<(String, String), (String, u64, u64)> = BTreeMap::new();
+    let mut seen: BTreeSet<(String, usize)> = BTreeSet::new();
+    let mut last_pos: BTreeMap<(String, String), (PositionKey, usize)> = BTreeMap::new();
+    // The recipe: the highest position applied per (topic, partition).
+    let mut highest: BTreeMap<(String, i32), PositionKey> = BTreeMap::new();
+    // What one position carried the first time (type, table, rows, first key), to
+    // prove that a repeat is the same message.
+    let mut first_seen: BTreeMap<String, (String, String, usize, String)> = BTreeMap::new();
     for m in msgs {
         let v = &m.value;
-        if v["isDdl"].as_bool().unwrap_or(false) || v["data"].is_null() {
-            continue;
-        }
-        let table = v["table"].as_str().unwrap_or_default().to_string();
-        let db = v["database"].as_str().unwrap_or_default();
-        let kind = v["type"].as_str().unwrap_or_default().to_string();
-        let pk_name = v["pkNames"][0].as_str().unwrap_or_default().to_string();
         let pos = m
             .headers
             .get("sluice.position")
             .cloned()
             .unwrap_or_default();
-        let (file, off, first_row) = position_key(&pos);
-        assert_eq!(m.topic, format!("e2e.{table}"), "dynamic topic of {pos}");
-        let rows = v["data"].as_array().cloned().unwrap_or_default();
-        for (i, row) in rows.iter().enumerate() {
-            let obj = row.as_object().cloned().unwrap_or_default();
-            let pk = obj
-                .get(&pk_name)
-                .and_then(|x| x.as_str())
-                .unwrap_or_default()
-                .to_string();
+        let key = parse_position(&pos).unwrap_or_else(|| panic!("bad sluice.position `{pos}`"));
+        let (db, table, kind, rows) = rows_of(v);
+        let signature = (
+            kind.clone(),
+            table.clone(),
+            rows.len(),
+            rows.first().map(|(pk, _)| pk.clone()).unwrap_or_default(),
+        );
+        match first_seen.get(&pos) {
+            Some(prev) => assert_eq!(
+                *prev, signature,
+                "two different messages share sluice.position {pos}"
+            ),
+            None => {
+                first_seen.insert(pos.clone(), signature);
+            }
+        }
+        let fresh = highest
+            .get(&(m.topic.clone(), m.partition))
+            .is_none_or(|h| key > *h);
+        if fresh {
+            highest.insert((m.topic.clone(), m.partition), key);
+        } else {
+            r.recipe_dropped += 1;
+        }
+        if v["isDdl"].as_bool().unwrap_or(false) || v["data"].is_null() {
+            continue;
+        }
+        assert_eq!(
+            m.topic,
+            format!("e2e.{table}"),
+            "dynamic topic of {pos}: {v}"
+        );
+        for (i, (pk, vals)) in rows.into_iter().enumerate() {
             // Rows of one message share the partition Canal's hash gives each of them.
-            let want = canal_partition(java_hash_code(db) ^ java_hash_code(&pk), PARTITIONS);
+            let want = canal_partition(java_hash_code(&db) ^ java_hash_code(&pk), PARTITIONS);
             assert_eq!(m.partition, want, "partition of {table} row {pk} at {pos}");
-            // The message lists its rows in binlog order; its header names the first.
-            let dedup = (
-                format!("{file}:{off}"),
-                kind.clone(),
-                format!("{pk}#{first_row}+{i}"),
-            );
-            if !seen.insert(dedup) {
+            let row_key = (table.clone(), pk.clone());
+            if fresh {
+                match kind.as_str() {
+                    "DELETE" => {
+                        r.recipe_state.remove(&row_key);
+                    }
+                    _ => {
+                        r.recipe_state.insert(row_key.clone(), vals.clone());
+                    }
+                }
+            }
+            if !seen.insert((pos.clone(), i)) {
                 r.duplicates += 1;
                 continue;
             }
             r.changes += 1;
-            let key = (table.clone(), pk.clone());
-            let here = (file.clone(), off, first_row + i as u64);
-            if let Some(prev) = last_pos.get(&key) {
+            let here = (key, i);
+            if let Some(prev) = last_pos.get(&row_key) {
                 assert!(
-                    *prev <= here,
-                    "row {key:?}: change at {here:?} delivered after one at {prev:?}"
+                    *prev < here,
+                    "row {row_key:?}: change at {here:?} delivered after one at {prev:?}"
                 );
             }
-            last_pos.insert(key.clone(), here);
+            last_pos.insert(row_key.clone(), here);
             match kind.as_str() {
                 "DELETE" => {
-                    r.state.remove(&key);
+                    r.state.remove(&row_key);
                 }
                 _ => {
-                    let vals: BTreeMap<String, Option<String>> = obj
-                        .into_iter()
-                        .map(|(k, v)| (k, v.as_str().map(str::to_string)))
-                        .collect();
-                    r.state.insert(key, vals);
+                    r.state.insert(row_key, vals);
                 }
             }
         }
@@ -351,6 +425,25 @@ pub async fn scenario(
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    // The README's recipe, executed: per partition, drop what is at or below the
+    // highest position applied. It must end at the database's state too.
+    if replayed.recipe_state != want {
+        let missing: Vec<_> = want
+            .keys()
+            .filter(|k| !replayed.recipe_state.contains_key(*k))
+            .take(5)
+            .collect();
+        panic!(
+            "the deduplication recipe lost rows: {} rows vs {} in the database (dropped {} messages); missing {missing:?}",
+            replayed.recipe_state.len(),
+            want.len(),
+            replayed.recipe_dropped
+        );
+    }
+    eprintln!(
+        "deduplication recipe: {} redelivered messages dropped, state equal to the database",
+        replayed.recipe_dropped
+    );
     let code = agent.terminate(Duration::from_secs(60));
     assert_eq!(code, Some(0), "SIGTERM is a clean exit");
     (replayed.changes, replayed.duplicates)

@@ -5,7 +5,7 @@
 //! duplicates only come from the unacknowledged tail of each crash.
 
 use sluice_tests::agent::{Agent, read_file_sink};
-use sluice_tests::e2e::{module_toml, scenario, setup, source_toml};
+use sluice_tests::e2e::{module_toml, scenario, scenario_source_toml, setup, source_toml};
 use sluice_tests::live::server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,7 +20,7 @@ async fn file_sink_survives_kill9() {
         &config,
         format!(
             "{}{}\n[sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            source_toml(&srv, 4_300_001),
+            scenario_source_toml(&srv, 4_300_001),
             module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
             out.display(),
             dir.join("cp").display()

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::agent::{Agent, admin_get, free_port};
 use sluice_tests::e2e::{
-    PARTITIONS, db_state, module_toml, phase, replay, scenario, setup, source_toml,
+    PARTITIONS, db_state, module_toml, phase, replay, scenario, scenario_source_toml, setup,
+    source_toml,
 };
 use sluice_tests::kafka::{BROKERS, Reader, fresh_broker};
 use sluice_tests::live::server;
@@ -30,7 +31,7 @@ fn kafka_config(
         &config,
         format!(
             "{}{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n{sink_extra}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n{admin_extra}\n",
-            source_toml(srv, server_id),
+            scenario_source_toml(srv, server_id),
             module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
             dir.join("cp").display()
         ),

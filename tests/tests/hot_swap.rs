@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_tests::agent::{Agent, read_file_sink};
-use sluice_tests::e2e::{module_toml, setup, source_toml};
+use sluice_tests::e2e::{module_toml, scenario_source_toml, setup};
 use sluice_tests::events::new_version;
 use sluice_tests::live::{exec, server};
 
@@ -63,7 +63,7 @@ async fn modules_dir_and_sighup_swap_versions() {
         &config,
         format!(
             "{}{}\n[router]\nmodules_dir = \"{}\"\n\n[sink]\nkind = \"file\"\npath = \"{}\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            source_toml(&srv, 4_300_010),
+            scenario_source_toml(&srv, 4_300_010),
             module_toml(&module_file),
             modules.display(),
             out.display(),

@@ -496,7 +496,27 @@ token_env = "SLUICE_OPS_TOKEN"
     assert!(ready.contains("paused"), "{ready}");
     let before = rows_in(&ops_rows(&out));
     insert(&mut db, 20, 10).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While nothing is read, the agent says it is behind, and its lag grows with the
+    // clock instead of freezing at the last value it measured.
+    wait_for("behind while paused", Duration::from_secs(10), || {
+        http.get("/v1/checkpoint").1["behind"] == true
+    });
+    let lag = || {
+        let (_, m) = http.get("/metrics");
+        m.as_str()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_source_lag_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    let first = lag();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let second = lag();
+    assert!(
+        second >= first + 1.5 && second >= 1.5,
+        "lag while paused: {first} s, then {second} s two seconds later"
+    );
     assert_eq!(
         rows_in(&ops_rows(&out)),
         before,
@@ -506,6 +526,9 @@ token_env = "SLUICE_OPS_TOKEN"
     assert_eq!(code, 0, "{stderr}");
     wait_for("rows after resume", Duration::from_secs(30), || {
         rows_in(&ops_rows(&out)) >= before + 20
+    });
+    wait_for("caught up after resume", Duration::from_secs(10), || {
+        http.get("/v1/checkpoint").1["behind"] == false
     });
     wait_for("ready after resume", Duration::from_secs(30), || {
         http.call("GET", "/readyz", None, None).0 == 200

@@ -17,7 +17,11 @@ use sluice::config::{MessageUnit, Oversize, SinkConfig, SinkKind};
 use sluice::event::Checkpoint;
 use sluice::format::Format;
 use sluice::sink::kafka::KafkaSink;
-use sluice::sink::{OutMessage, SinkError};
+use sluice::sink::{OutMessage, RefusalReason, SinkError};
+
+/// The tests here that run `sluice run` against the live server check exact binlog
+/// positions: one at a time, so no other one's transactions land in between.
+static LIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn cfg(brokers: &str) -> SinkConfig {
     SinkConfig {
@@ -189,10 +193,11 @@ fn message_timeout_is_a_delivery_failure_not_a_loss() {
 }
 
 /// A message the broker refuses as too large (its limit below `max_message_bytes`) is
-/// an error naming the topic, the binlog position and the setting to change, at once:
-/// not retried for ever, not restarted (Canal #3533), not counted as delivered.
+/// handed back at once, naming the topic and the binlog position: not retried for ever
+/// (Canal #3533), not counted as delivered, and it holds its transaction's checkpoint
+/// back until the pipeline has applied its policy and settled it.
 #[test]
-fn a_message_the_broker_finds_too_large_stops_with_the_fix() {
+fn a_message_the_broker_finds_too_large_is_handed_back_for_its_policy() {
     let m = mock();
     m.request_errors(
         RDKafkaApiKey::Produce,
@@ -202,20 +207,30 @@ fn a_message_the_broker_finds_too_large_stops_with_the_fix() {
     let mut sink = KafkaSink::new(&brokers, &BTreeMap::new(), &cfg(&brokers)).expect("sink");
     sink.send(msg(1, 0)).expect("queued");
     sink.commit(1, cp(100), Instant::now()).expect("commit");
+    // The drain ends once the broker's answer is in: nothing waits on the refused
+    // message but its policy.
     let t = Instant::now();
-    let err = sink
-        .drain(Duration::from_secs(60))
-        .expect_err("must fail, not drop");
+    sink.drain(Duration::from_secs(30)).expect("drained");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    assert!(matches!(err, SinkError::TooLarge { .. }), "{err:?}");
-    let text = err.to_string();
+    sink.check().expect("no failure");
+    let refused = sink.take_refused();
+    assert_eq!(refused.len(), 1);
+    let r = &refused[0];
+    assert_eq!(r.reason, RefusalReason::TooLarge);
+    assert_eq!((r.txn, r.topic.as_str()), (1, "t"));
+    assert_eq!(r.position, "binlog.000001:1:0");
     assert!(
-        text.contains("`t`")
-            && text.contains("binlog.000001:1:0")
-            && text.contains("sink.max_message_bytes"),
-        "{text}"
+        r.detail.to_lowercase().contains("too large"),
+        "{}",
+        r.detail
     );
+    // The checkpoint stays before it until its policy was applied.
     assert_eq!(sink.safe_checkpoint().ok().flatten(), None);
+    sink.settle(r);
+    assert_eq!(
+        sink.safe_checkpoint().ok().flatten().map(|c| c.position),
+        Some(100)
+    );
 }
 
 /// A module that names a topic the cluster lacks must not create it: librdkafka's
@@ -291,6 +306,7 @@ fn a_missing_topic_is_not_created_by_publishing() {
 /// arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_producer_error_rebuilds_and_resumes() {
+    let _live = LIVE.lock().await;
     use mysql_async::prelude::Queryable;
     use sluice_tests::agent::Agent;
     use sluice_tests::live::{exec, server};
@@ -306,13 +322,17 @@ async fn fatal_producer_error_rebuilds_and_resumes() {
         "CREATE TABLE fatal.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
     )
     .await;
+    let source = format!(
+        "{}include = ['fatal\\..*']\n",
+        sluice_tests::e2e::source_toml(&srv, 4_500_001)
+    );
     let dir = sluice_tests::scratch_dir("fatal");
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,
         format!(
             "{}\n[sink]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ndefault_topic = \"fatal.all\"\n\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            sluice_tests::e2e::source_toml(&srv, 4_500_001),
+            source,
             dir.join("cp").display()
         ),
     )
@@ -411,6 +431,7 @@ async fn fatal_producer_error_rebuilds_and_resumes() {
 /// delivered and checkpointed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_window_still_checkpoints_what_was_acknowledged() {
+    let _live = LIVE.lock().await;
     use mysql_async::prelude::Queryable;
     use sluice_tests::agent::Agent;
     use sluice_tests::live::{exec, server};
@@ -465,8 +486,11 @@ async fn a_full_window_still_checkpoints_what_was_acknowledged() {
     let dir = sluice_tests::scratch_dir("window");
     let config = dir.join("sluice.toml");
     let admin = sluice_tests::agent::free_port();
-    let source = sluice_tests::e2e::source_toml(&srv, 4_500_002)
-        .replace("start = \"latest\"", &format!("start = \"{file}:{start}\""));
+    let source = format!(
+        "{}include = ['window\\..*']\n",
+        sluice_tests::e2e::source_toml(&srv, 4_500_002)
+    )
+    .replace("start = \"latest\"", &format!("start = \"{file}:{start}\""));
     std::fs::write(
         &config,
         format!(
@@ -539,5 +563,176 @@ listen = "127.0.0.1:{admin}"
         after - before
     );
     agent.kill9();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A message the broker refuses as too large (its topic's limit below
+/// `sink.max_message_bytes`; injected by the mock cluster) goes through the deciding
+/// module's policy under a live `sluice run`: with `dead-letter`, a reference lands in
+/// the dead-letter topic, the agent keeps publishing, the checkpoint moves past it, and
+/// a restart from that checkpoint does not meet it again (no crash loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_refuses_as_too_large_takes_the_module_policy() {
+    let _live = LIVE.lock().await;
+    use mysql_async::prelude::Queryable;
+    use sluice_tests::agent::Agent;
+    use sluice_tests::live::{exec, server};
+    let m = MockCluster::new(1).expect("mock cluster");
+    for t in ["refuse.t", "refuse.dlq"] {
+        m.create_topic(t, 1, 1).expect("topic");
+    }
+    let brokers = m.bootstrap_servers();
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS refuse").await;
+    exec(&mut db, "CREATE DATABASE refuse").await;
+    exec(
+        &mut db,
+        "CREATE TABLE refuse.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    let source = format!(
+        "{}include = ['refuse\\..*']\n",
+        sluice_tests::e2e::source_toml(&srv, 4_500_003)
+    );
+    let dir = sluice_tests::scratch_dir("refuse");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{}
+[[modules]]
+name = "canal"
+file = "{}"
+topics = ["refuse.*"]
+on_error = "dead-letter"
+dead_letter_topic = "refuse.dlq"
+[modules.config]
+"canal.mq.topic" = "refuse.t"
+
+[sink]
+kind = "kafka"
+brokers = "{brokers}"
+
+[checkpoint]
+path = "{}"
+
+[admin]
+listen = "127.0.0.1:0"
+"#,
+            source,
+            env!("GUEST_CANAL_COMPAT"),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    // Every message of a topic, as (sluice.position, payload).
+    let read = |topic: &str| -> Vec<(String, serde_json::Value)> {
+        let c: BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "refuse")
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .expect("partition");
+        c.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let mut idle = Instant::now();
+        while idle.elapsed() < Duration::from_millis(1500) {
+            if let Some(Ok(msg)) = c.poll(Duration::from_millis(100)) {
+                use rdkafka::message::Headers;
+                idle = Instant::now();
+                let pos = msg
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == "sluice.position")
+                            .and_then(|x| x.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    })
+                    .unwrap_or_default();
+                let v =
+                    serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap_or_default();
+                out.push((pos, v));
+            }
+        }
+        out
+    };
+    let ids = |msgs: &[(String, serde_json::Value)]| -> Vec<String> {
+        msgs.iter()
+            .flat_map(|(_, v)| v["data"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let log = dir.join("agent.log");
+    let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    exec(&mut db, "INSERT INTO refuse.t VALUES (1, 'a')").await;
+    wait("row 1 arrives", &|| ids(&read("refuse.t")) == ["1"]);
+    // The next produce request is refused as too large: row 2's.
+    m.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    exec(&mut db, "INSERT INTO refuse.t VALUES (2, 'b')").await;
+    wait("a reference to row 2 in the dead-letter topic", &|| {
+        !read("refuse.dlq").is_empty()
+    });
+    exec(&mut db, "INSERT INTO refuse.t VALUES (3, 'c')").await;
+    wait("row 3 arrives after the refused one", &|| {
+        ids(&read("refuse.t")).contains(&"3".to_string())
+    });
+    let dlq = read("refuse.dlq");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let (pos, reference) = &dlq[0];
+    assert_eq!(reference["oversize"], true, "{reference}");
+    assert_eq!(reference["topic"], "refuse.t");
+    assert_eq!(reference["table"], "t");
+    assert_eq!(reference["module"], "canal");
+    assert_eq!(reference["position"].as_str(), Some(pos.as_str()));
+    assert!(
+        reference["refused_by_broker"]
+            .as_str()
+            .is_some_and(|d| d.contains("too large") || d.contains("TooLarge")),
+        "{reference}"
+    );
+    assert_eq!(
+        ids(&read("refuse.t")),
+        ["1", "3"],
+        "row 2 was dead-lettered, not published"
+    );
+    // The checkpoint passes the refused transaction once the reference is acknowledged.
+    let end: Vec<mysql_async::Row> = db.query("SHOW MASTER STATUS").await.expect("status");
+    let end_pos: Option<u64> = end.first().and_then(|r| r.get(1));
+    let cp = || -> Option<u64> {
+        let t = std::fs::read_to_string(dir.join("cp")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&t).ok()?["position"].as_u64()
+    };
+    wait("the checkpoint reaches the end", &|| cp() == end_pos);
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    // A restart from that checkpoint publishes nothing again and keeps running.
+    let mut again = Agent::start(&config, &log, &env);
+    again.wait_log("Replicating.", 2, Duration::from_secs(60));
+    exec(&mut db, "INSERT INTO refuse.t VALUES (4, 'd')").await;
+    wait("row 4 after the restart", &|| {
+        ids(&read("refuse.t")).contains(&"4".to_string())
+    });
+    assert_eq!(ids(&read("refuse.t")), ["1", "3", "4"]);
+    assert_eq!(read("refuse.dlq").len(), 1);
+    assert_eq!(again.terminate(Duration::from_secs(30)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("Message the broker refused sent to the dead-letter topic"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

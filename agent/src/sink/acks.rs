@@ -57,6 +57,19 @@ impl Acks {
         self.advance();
     }
 
+    /// A message of transaction `seq`, `bytes` long, was refused and its policy applied
+    /// (skipped, or replaced by a reference sent as a message of its own): it leaves
+    /// the window without counting as acknowledged.
+    pub fn settled(&mut self, seq: u64, bytes: u64) {
+        if let Some(t) = self.txns.get_mut(&seq) {
+            t.pending = t.pending.saturating_sub(1);
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
+        metrics::global().in_flight.dec();
+        self.advance();
+    }
+
     /// Transaction `seq`, first seen at `seen`, is complete (all its messages sent);
     /// `cp` is after it.
     pub fn committed(&mut self, seq: u64, cp: Checkpoint, seen: Instant) {

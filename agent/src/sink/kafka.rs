@@ -21,7 +21,9 @@
 //! window counts as full and the pipeline reports why.
 //!
 //! Invariants: a message counts as acknowledged only in librdkafka's delivery report
-//! with no error; a delivery error (after librdkafka's own retries, within
+//! with no error; a message refused as too large (the topic's limit below
+//! `sink.max_message_bytes`) stays in flight until the pipeline has applied its policy
+//! ([`super::Refused`]); any other delivery error (after librdkafka's own retries, within
 //! `message.timeout.ms`) or a fatal producer error stops the pipeline, which then
 //! resumes from the last safe checkpoint with a new producer: nothing is lost, and what
 //! is sent again carries its binlog position for deduplication.
@@ -38,7 +40,7 @@ use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 use super::acks::Acks;
-use super::{OutMessage, SinkError};
+use super::{OutMessage, RefusalReason, Refused, SinkError};
 use crate::config::SinkConfig;
 use crate::event::Checkpoint;
 
@@ -46,6 +48,49 @@ use crate::event::Checkpoint;
 pub struct AckContext {
     acks: Mutex<Acks>,
     failure: Mutex<Option<SinkError>>,
+    refused: Mutex<Vec<Refused>>,
+}
+
+/// Whether the broker or client refused a message for its size: no retry can help,
+/// but the message's policy can.
+fn too_large(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    )
+}
+
+/// A refused message as the pipeline needs it: where it was going, what it came from.
+fn refused<'a>(
+    txn: u64,
+    topic: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    payload_bytes: usize,
+    key: Option<&[u8]>,
+    detail: String,
+) -> Refused {
+    let headers: Vec<(String, Vec<u8>)> = headers
+        .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    Refused {
+        txn,
+        reason: RefusalReason::TooLarge,
+        topic: topic.to_string(),
+        position: find(super::POSITION_HEADER).unwrap_or_else(|| format!("transaction #{txn}")),
+        module: find("sluice.module").unwrap_or_default(),
+        headers,
+        payload_bytes,
+        key_bytes: key.map_or(0, <[u8]>::len),
+        in_flight_bytes: message_bytes(payload_bytes, key),
+        detail,
+    }
 }
 
 impl ClientContext for AckContext {}
@@ -58,6 +103,23 @@ impl ProducerContext for AckContext {
             Ok(msg) => {
                 if let Ok(mut a) = self.acks.lock() {
                     a.acked(txn as u64, message_bytes(msg.payload_len(), msg.key()));
+                }
+            }
+            Err((e, msg)) if too_large(e) => {
+                let headers = msg.headers();
+                let r = refused(
+                    txn as u64,
+                    msg.topic(),
+                    headers
+                        .into_iter()
+                        .flat_map(|h| h.iter())
+                        .map(|h| (h.key, h.value.unwrap_or_default())),
+                    msg.payload_len(),
+                    msg.key(),
+                    e.to_string(),
+                );
+                if let Ok(mut q) = self.refused.lock() {
+                    q.push(r);
                 }
             }
             Err((e, msg)) => {
@@ -277,6 +339,7 @@ impl KafkaSink {
             c.create_with_context(AckContext {
                 acks: Mutex::new(Acks::default()),
                 failure: Mutex::new(None),
+                refused: Mutex::new(Vec::new()),
             })
             .map_err(setup)?,
         );
@@ -551,10 +614,42 @@ impl KafkaSink {
                     std::thread::sleep(Duration::from_millis(2));
                     self.check()?;
                 }
+                Err((e, _)) if too_large(&e) => {
+                    // The client's own size check: the same policy as the broker's.
+                    let r = refused(
+                        m.txn,
+                        &m.topic,
+                        m.headers.iter().map(|(k, v)| (&**k, &**v)),
+                        m.payload.len(),
+                        m.key.as_deref(),
+                        e.to_string(),
+                    );
+                    if let Ok(mut q) = self.producer.context().refused.lock() {
+                        q.push(r);
+                    }
+                    break;
+                }
                 Err((e, _)) => return Err(delivery_error(&e, &m.topic, m.position())),
             }
         }
         self.check()
+    }
+
+    /// Messages refused as too large since the last call (see [`Refused`]).
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        self.producer
+            .context()
+            .refused
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+
+    /// A refused message's policy was applied: it leaves the window.
+    pub fn settle(&mut self, r: &Refused) {
+        if let Ok(mut a) = self.producer.context().acks.lock() {
+            a.settled(r.txn, r.in_flight_bytes);
+        }
     }
 
     /// Marks transaction `txn`, first seen at `seen`, complete.
@@ -584,7 +679,15 @@ impl KafkaSink {
         loop {
             self.release_held()?;
             let unanswered = !self.held.is_empty() && self.held_because.is_none();
-            if self.in_flight() <= self.held.len() as u64 && !unanswered {
+            // Refused messages wait for their policy, which the pipeline applies.
+            let refused = self
+                .producer
+                .context()
+                .refused
+                .lock()
+                .map(|q| q.len())
+                .unwrap_or(0);
+            if self.in_flight() <= (self.held.len() + refused) as u64 && !unanswered {
                 break;
             }
             if start.elapsed() > timeout {

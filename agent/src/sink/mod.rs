@@ -1,5 +1,5 @@
 //! Sinks: where routed messages go. A local sink (stdout or a JSON-lines file) for trying
-//! Sluice out, and Kafka.
+//! Sluice out, Kafka, and RabbitMQ.
 //!
 //! Invariant: [`Sink::safe_checkpoint`] only returns a transaction boundary whose
 //! messages and all earlier ones were acknowledged (written and flushed, or acked by
@@ -8,6 +8,7 @@
 pub mod acks;
 pub mod kafka;
 pub mod local;
+pub mod rabbitmq;
 
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use crate::event::Checkpoint;
 /// module name and version) are rendered once and only counted per message.
 pub type HeaderValue = std::sync::Arc<[u8]>;
 
-/// The header carrying a message's binlog position (`file:offset[/sub]:row`).
+/// The header carrying a message's binlog position (`file:offset[/sub]:n`, n the
+/// message's index among those made from that binlog event).
 pub const POSITION_HEADER: &str = "sluice.position";
 
 /// One message to publish.
@@ -63,6 +65,55 @@ impl OutMessage {
         self.header(POSITION_HEADER)
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_else(|| "(no position)".into())
+    }
+}
+
+/// Why a broker refused a message for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// Too large for the broker (its limit is below `sink.max_message_bytes`).
+    TooLarge,
+    /// No queue is bound for its routing key (RabbitMQ returned it: `mandatory`).
+    Unroutable,
+}
+
+/// A message the broker refused for good: too large (its limit below
+/// `sink.max_message_bytes`) or unroutable. It still counts as in flight for its
+/// transaction, so the checkpoint cannot pass it, until the pipeline applies the
+/// deciding module's policy (or, for size, the sink's oversize policy) and calls
+/// [`Sink::settle`]: a refusal is never an exit that would repeat at every restart from
+/// the same checkpoint.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Its transaction.
+    pub txn: u64,
+    /// Why.
+    pub reason: RefusalReason,
+    /// Its topic.
+    pub topic: String,
+    /// Its `sluice.position`.
+    pub position: String,
+    /// The deciding module (`sluice.module`; empty without modules).
+    pub module: String,
+    /// Its `sluice.*` headers (small; kept on a dead-letter reference).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Payload bytes.
+    pub payload_bytes: usize,
+    /// Key bytes.
+    pub key_bytes: usize,
+    /// What it counted against the in-flight byte bound.
+    pub in_flight_bytes: u64,
+    /// The broker's or client's words.
+    pub detail: String,
+}
+
+impl Refused {
+    /// The value of `sluice.*` header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 }
 
@@ -120,6 +171,19 @@ pub enum SinkError {
         /// The error.
         detail: String,
     },
+    /// A message no queue is bound for (RabbitMQ returned it) and its module's policy
+    /// is to halt.
+    #[error(
+        "{detail} ({position}, module `{module}`); bind a queue for it, or set the module's on_error to skip or dead-letter"
+    )]
+    Unroutable {
+        /// Event position.
+        position: String,
+        /// The deciding module (empty: none).
+        module: String,
+        /// Exchange, routing key and the broker's words.
+        detail: String,
+    },
     /// A topic does not exist on the broker, and Sluice does not create topics.
     #[error(
         "topic `{topic}` does not exist on the broker{}; create it (for example with `sluice ctl create-topic {topic}`)",
@@ -153,6 +217,8 @@ pub enum Sink {
     Local(local::LocalSink),
     /// Kafka.
     Kafka(kafka::KafkaSink),
+    /// RabbitMQ.
+    RabbitMq(rabbitmq::RabbitSink),
 }
 
 impl Sink {
@@ -165,6 +231,9 @@ impl Sink {
                 brokers,
                 properties,
             } => Sink::Kafka(kafka::KafkaSink::new(brokers, properties, cfg)?),
+            SinkKind::RabbitMq(r) => {
+                Sink::RabbitMq(rabbitmq::RabbitSink::new(r, cfg.max_in_flight)?)
+            }
         })
     }
 
@@ -173,6 +242,7 @@ impl Sink {
         match self {
             Sink::Local(_) => Ok(()),
             Sink::Kafka(k) => k.check_topics(topics),
+            Sink::RabbitMq(r) => r.check_topics(topics),
         }
     }
 
@@ -182,6 +252,7 @@ impl Sink {
         match self {
             Sink::Local(_) => true,
             Sink::Kafka(k) => k.has_room(),
+            Sink::RabbitMq(r) => r.has_room(),
         }
     }
 
@@ -190,6 +261,7 @@ impl Sink {
         match self {
             Sink::Local(_) => Ok(()),
             Sink::Kafka(k) => k.check(),
+            Sink::RabbitMq(r) => r.check(),
         }
     }
 
@@ -198,6 +270,7 @@ impl Sink {
         match self {
             Sink::Local(_) => Ok(()),
             Sink::Kafka(k) => k.release_held(),
+            Sink::RabbitMq(_) => Ok(()),
         }
     }
 
@@ -206,6 +279,7 @@ impl Sink {
         match self {
             Sink::Local(_) => false,
             Sink::Kafka(k) => k.holding(),
+            Sink::RabbitMq(_) => false,
         }
     }
 
@@ -214,6 +288,7 @@ impl Sink {
         match self {
             Sink::Local(_) => None,
             Sink::Kafka(k) => k.waiting_for(),
+            Sink::RabbitMq(_) => None,
         }
     }
 
@@ -222,6 +297,7 @@ impl Sink {
         match self {
             Sink::Local(s) => s.send(msg),
             Sink::Kafka(k) => k.send(msg),
+            Sink::RabbitMq(r) => r.send(msg),
         }
     }
 
@@ -236,6 +312,7 @@ impl Sink {
         match self {
             Sink::Local(s) => s.commit(txn, cp, seen),
             Sink::Kafka(k) => k.commit(txn, cp, seen),
+            Sink::RabbitMq(r) => r.commit(txn, cp, seen),
         }
     }
 
@@ -244,6 +321,7 @@ impl Sink {
         match self {
             Sink::Local(s) => Ok(s.safe_checkpoint()),
             Sink::Kafka(k) => k.safe_checkpoint(),
+            Sink::RabbitMq(r) => r.safe_checkpoint(),
         }
     }
 
@@ -252,6 +330,27 @@ impl Sink {
         match self {
             Sink::Local(s) => s.drain(),
             Sink::Kafka(k) => k.drain(timeout),
+            Sink::RabbitMq(r) => r.drain(timeout),
+        }
+    }
+
+    /// Messages the broker refused for good as too large since the last call, for the
+    /// pipeline to put through their policy (Kafka; a local sink refuses nothing).
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        match self {
+            Sink::Local(_) => Vec::new(),
+            Sink::Kafka(k) => k.take_refused(),
+            Sink::RabbitMq(r) => r.take_refused(),
+        }
+    }
+
+    /// A refused message's policy was applied (skipped, or a reference sent in its
+    /// place): it no longer holds its transaction back.
+    pub fn settle(&mut self, r: &Refused) {
+        match self {
+            Sink::Local(_) => {}
+            Sink::Kafka(k) => k.settle(r),
+            Sink::RabbitMq(q) => q.settle(r),
         }
     }
 
@@ -260,6 +359,7 @@ impl Sink {
         match self {
             Sink::Local(_) => None,
             Sink::Kafka(k) => Some(k.topic_creator()),
+            Sink::RabbitMq(_) => None,
         }
     }
 
@@ -268,6 +368,7 @@ impl Sink {
         match self {
             Sink::Local(s) => s.counts(),
             Sink::Kafka(k) => k.counts(),
+            Sink::RabbitMq(r) => r.counts(),
         }
     }
 }

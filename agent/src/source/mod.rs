@@ -12,4 +12,6 @@ mod dictionary;
 mod mysql;
 
 pub use config::{SourceConfig, StartPosition, TableSelection};
-pub use mysql::{BinlogSource, SourceError, SourceStats, bytes_behind, probe_lag};
+pub use mysql::{
+    BinlogSource, Received, ServerEnd, SourceError, SourceStats, bytes_behind, probe_lag,
+};

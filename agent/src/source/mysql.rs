@@ -138,6 +138,61 @@ pub struct BinlogSource {
     stats: SourceStats,
     backoff: Duration,
     last_rx: Instant,
+    received: Received,
+}
+
+/// Where the stream is: the position just past the last event received from the
+/// server, of any type (not only transaction boundaries, so a caught-up source sits
+/// exactly at the server's end even when the file ends in non-transaction events).
+/// Shared with the lag probe and the pipeline; one short lock per event.
+#[derive(Debug, Clone, Default)]
+pub struct Received(Arc<std::sync::Mutex<Option<StreamAt>>>);
+
+/// A place in the binlog: (file, offset).
+pub type StreamAt = (Arc<str>, u64);
+
+impl Received {
+    fn set(&self, file: &Arc<str>, end: u64) {
+        if let Ok(mut g) = self.0.lock() {
+            match g.as_mut() {
+                Some((f, at)) if Arc::ptr_eq(f, file) => *at = end,
+                _ => *g = Some((file.clone(), end)),
+            }
+        }
+    }
+
+    /// (file, offset) just past the last event received, once one was.
+    pub fn get(&self) -> Option<StreamAt> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// The server's binlog end as last listed by [`probe_lag`]: (last file, its size).
+#[derive(Debug, Clone, Default)]
+pub struct ServerEnd(Arc<std::sync::Mutex<Option<(String, u64)>>>);
+
+impl ServerEnd {
+    /// The last listed end, once listed.
+    pub fn get(&self) -> Option<(String, u64)> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn set(&self, end: (String, u64)) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(end);
+        }
+    }
+
+    /// Whether the server had written past `at` (file, offset) when it was last
+    /// listed. Files compare by their number, so a source that has moved on to a file
+    /// newer than the listing is not behind.
+    pub fn is_ahead_of(&self, at: Option<&StreamAt>) -> bool {
+        let (Some((end_file, end)), Some((file, pos))) = (self.get(), at) else {
+            return false;
+        };
+        let index = crate::metrics::file_index;
+        (index(&end_file), end) > (index(file), *pos)
+    }
 }
 
 fn addr(cfg: &SourceConfig) -> String {
@@ -395,13 +450,14 @@ pub fn bytes_behind(logs: &[(String, u64)], at: &Checkpoint) -> Option<u64> {
     Some(rest + logs[i + 1..].iter().map(|(_, n)| n).sum::<u64>())
 }
 
-/// Every `period`, lists the server's binary logs on a side connection and publishes
-/// how many bytes the agent's read position (`position()`) trails them by, until
-/// `cancel`. Failures are logged once and retried; they never stop replication.
+/// Every `period`, lists the server's binary logs on a side connection, records their
+/// end in `end` and publishes how many bytes the stream (`received`) trails them by,
+/// until `cancel`. Failures are logged once and retried; they never stop replication.
 pub async fn probe_lag(
     cfg: SourceConfig,
     period: Duration,
-    position: impl Fn() -> Option<Checkpoint>,
+    received: Received,
+    end: ServerEnd,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut conn: Option<Conn> = None;
@@ -411,7 +467,9 @@ pub async fn probe_lag(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        let Some(at) = position() else { continue };
+        let Some((file, position)) = received.get() else {
+            continue;
+        };
         if conn.is_none() {
             conn = connect(&cfg).await.ok();
         }
@@ -423,6 +481,14 @@ pub async fn probe_lag(
                     .iter()
                     .filter_map(|r| Some((r.get_opt(0)?.ok()?, r.get_opt(1)?.ok()?)))
                     .collect();
+                if let Some(last) = logs.last() {
+                    end.set(last.clone());
+                }
+                let at = Checkpoint {
+                    file,
+                    position,
+                    gtid: None,
+                };
                 if let Some(n) = bytes_behind(&logs, &at) {
                     crate::metrics::global().source_lag_bytes.set(n as i64);
                 }
@@ -486,6 +552,7 @@ impl BinlogSource {
             stats: SourceStats::default(),
             backoff,
             last_rx: Instant::now(),
+            received: Received::default(),
         };
         // The server answers a bad position only when the stream is read: read its first
         // event (the fake ROTATE) so such errors surface here, at startup.
@@ -514,6 +581,11 @@ impl BinlogSource {
     /// The last transaction boundary handed out (where a restart should resume).
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.resume
+    }
+
+    /// Where the stream is (see [`Received`]); the handle stays valid as it moves.
+    pub fn received(&self) -> Received {
+        self.received.clone()
     }
 
     /// Counters.
@@ -706,6 +778,12 @@ impl BinlogSource {
             return Ok(());
         }
         let offset = u64::from(h.log_pos()).saturating_sub(u64::from(h.event_size()));
+        if h.log_pos() > 0 {
+            // A rotate names the next file; the decoder switches to it as it decodes
+            // the event, below, and the next event's end is recorded in it.
+            self.received
+                .set(self.decoder.file(), u64::from(h.log_pos()));
+        }
         if let Some((db, table)) = self.decoder.peek_table_map(&self.raw)
             && !self.decoder.has_dictionary(&db, &table)
             && self.decoder.captures(&db, &table)

@@ -1,0 +1,601 @@
+//! The RabbitMQ publisher (AMQP 0-9-1 through `lapin`): publisher confirms on one
+//! channel, persistent messages with `mandatory` set, Sluice's headers as AMQP headers
+//! and the binlog position as the message id.
+//!
+//! Invariants:
+//! - a message counts as acknowledged only when the broker confirmed it (`basic.ack`
+//!   without a return); the checkpoint therefore never passes an unconfirmed message;
+//! - messages are published on one channel in the order the pipeline sends them, and
+//!   confirms are taken in that order, so each queue receives them in order;
+//! - unconfirmed messages are kept: after a connection or channel failure (or a nack)
+//!   the publisher connects again (every node in turn, backing off up to 5 s, no
+//!   spinning) and publishes them again, in order, before anything new. lapin's own
+//!   recovery is not used for correctness. Delivery is at least once: a message the
+//!   broker took just before a failure is published twice, with the same position;
+//! - a message the broker returns as unroutable is not lost silently: it goes back to
+//!   the pipeline as [`Refused`], which applies the deciding module's policy;
+//! - the in-flight window is bounded in messages and bytes: the pipeline stops reading
+//!   while it is full, so a broker that is down or slow backpressures the binlog reader.
+
+pub mod config;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{RabbitConfig, RawRabbit};
+
+use super::acks::Acks;
+use super::{OutMessage, RefusalReason, Refused, SinkError};
+use crate::event::Checkpoint;
+
+/// The soft bound on bytes in flight.
+const SOFT_BYTES: u64 = 12 << 20;
+/// The longest wait between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the publisher task and the pipeline share.
+struct Shared {
+    acks: Mutex<Acks>,
+    refused: Mutex<Vec<Refused>>,
+    /// A failure no reconnect can fix (bad credentials, missing exchange), set by the
+    /// task; the pipeline stops with it.
+    failure: Mutex<Option<SinkError>>,
+    /// Whether a channel is open now.
+    connected: std::sync::atomic::AtomicBool,
+}
+
+/// One message as AMQP sees it.
+struct Outgoing {
+    txn: u64,
+    routing_key: ShortString,
+    payload: Vec<u8>,
+    properties: BasicProperties,
+    /// What it counts against the in-flight byte bound.
+    bytes: u64,
+    /// For a [`Refused`] if the broker returns it.
+    topic: String,
+    headers: Vec<(String, Vec<u8>)>,
+    key_bytes: usize,
+}
+
+/// The publisher: the pipeline's side. A task of its own does the AMQP work.
+pub struct RabbitSink {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    cfg: Arc<RabbitConfig>,
+    max_in_flight: u64,
+    stop: CancellationToken,
+    /// The first connection's outcome, for [`RabbitSink::check_topics`].
+    first: Mutex<Option<std::sync::mpsc::Receiver<Result<(), SinkError>>>>,
+}
+
+impl Drop for RabbitSink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl RabbitSink {
+    /// Starts the publisher task (it connects in the background; a broker that is down
+    /// is waited for, with messages held in the window).
+    pub fn new(cfg: &RabbitConfig, max_in_flight: usize) -> Result<Self, SinkError> {
+        let shared = Arc::new(Shared {
+            acks: Mutex::new(Acks::default()),
+            refused: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            connected: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let stop = CancellationToken::new();
+        let cfg = Arc::new(cfg.clone());
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| SinkError::Setup(format!("rabbitmq publisher: {e}")))?;
+        runtime.spawn(run(cfg.clone(), shared.clone(), rx, stop.clone(), first_tx));
+        Ok(RabbitSink {
+            shared,
+            tx,
+            cfg,
+            max_in_flight: max_in_flight as u64,
+            stop,
+            first: Mutex::new(Some(first_rx)),
+        })
+    }
+
+    /// Waits (at most 30 s) for the first connection: the exchange exists (or was
+    /// declared) and the credentials and vhost work. Called by `sluice check` and at
+    /// startup; topics are routing keys here and need no check.
+    pub fn check_topics(&self, _topics: &[String]) -> Result<(), SinkError> {
+        let Some(rx) = self.first.lock().ok().and_then(|mut f| f.take()) else {
+            return Ok(());
+        };
+        let wait = || rx.recv_timeout(Duration::from_secs(30));
+        // The task runs on the same runtime: let it have this worker while waiting.
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        match answer {
+            Ok(r) => r,
+            Err(_) => Err(SinkError::Setup(format!(
+                "rabbitmq: no node of {} accepted a connection within 30 s",
+                self.cfg.addresses.join(", ")
+            ))),
+        }
+    }
+
+    /// Whether the window has room (and no failure waits to be reported).
+    pub fn has_room(&self) -> bool {
+        self.shared
+            .acks
+            .lock()
+            .map(|a| a.in_flight() < self.max_in_flight && a.in_flight_bytes() < SOFT_BYTES)
+            .unwrap_or(true)
+    }
+
+    /// Fails with what the task could not get past.
+    pub fn check(&self) -> Result<(), SinkError> {
+        match self.shared.failure.lock() {
+            Ok(mut f) => match f.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            },
+            Err(_) => Err(SinkError::Setup("delivery state poisoned".into())),
+        }
+    }
+
+    /// Hands a message to the publisher task.
+    pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
+        let bytes = (m.payload.len() + m.key.as_ref().map_or(0, Vec::len)) as u64;
+        let text = |name: &str| {
+            m.header(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let routing_key = config::routing_key(
+            &self.cfg.routing_key,
+            &m.topic,
+            &text("sluice.db"),
+            &text("sluice.table"),
+            m.partition,
+        );
+        let mut table = FieldTable::default();
+        for (k, v) in &m.headers {
+            table.insert(
+                ShortString::from(&**k),
+                AMQPValue::LongString(LongString::from(v.to_vec())),
+            );
+        }
+        if let Some(k) = &m.key {
+            // The key has no AMQP field of its own; consumers find it here.
+            table.insert(
+                "sluice.key".into(),
+                AMQPValue::LongString(LongString::from(k.clone())),
+            );
+        }
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(m.position().into())
+            .with_headers(table);
+        let out = Outgoing {
+            txn: m.txn,
+            routing_key: routing_key.into(),
+            bytes,
+            topic: m.topic.to_string(),
+            headers: m
+                .headers
+                .iter()
+                .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+            key_bytes: m.key.as_ref().map_or(0, Vec::len),
+            payload: m.payload,
+            properties,
+        };
+        match self.shared.acks.lock() {
+            Ok(mut a) => a.sent(out.txn, bytes),
+            Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
+        }
+        self.tx
+            .send(out)
+            .map_err(|_| SinkError::Setup("rabbitmq: the publisher task stopped".into()))?;
+        self.check()
+    }
+
+    /// Transaction `txn` is fully sent.
+    pub fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
+        if let Ok(mut a) = self.shared.acks.lock() {
+            a.committed(txn, cp, seen);
+        }
+        self.check()
+    }
+
+    /// The newest confirmed boundary.
+    pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        self.check()?;
+        Ok(self.shared.acks.lock().ok().and_then(|a| a.safe().cloned()))
+    }
+
+    /// Waits until every message is confirmed (or returned and so taken back).
+    pub fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        let start = Instant::now();
+        loop {
+            self.check()?;
+            let (in_flight, _) = self.counts();
+            let refused = self.shared.refused.lock().map(|r| r.len()).unwrap_or(0) as u64;
+            if in_flight <= refused {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(SinkError::Timeout {
+                    in_flight,
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// (in flight, acknowledged).
+    pub fn counts(&self) -> (u64, u64) {
+        self.shared
+            .acks
+            .lock()
+            .map(|a| (a.in_flight(), a.acked_total()))
+            .unwrap_or((0, 0))
+    }
+
+    /// Messages returned as unroutable since the last call.
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        self.shared
+            .refused
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+
+    /// A returned message's policy was applied.
+    pub fn settle(&mut self, r: &Refused) {
+        if let Ok(mut a) = self.shared.acks.lock() {
+            a.settled(r.txn, r.in_flight_bytes);
+        }
+    }
+
+    /// Whether a channel to a node is open now.
+    pub fn connected(&self) -> bool {
+        self.shared
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Stopped by the pipeline.
+    Stop,
+    /// A node or channel failure, or a nack: connect again, publish the unconfirmed.
+    Retry(String),
+    /// Nothing a reconnect can fix.
+    Fatal(SinkError),
+}
+
+/// The publisher task: connect, publish, take confirms in order; on failure connect
+/// again and publish what is unconfirmed first.
+async fn run(
+    cfg: Arc<RabbitConfig>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    stop: CancellationToken,
+    first: std::sync::mpsc::Sender<Result<(), SinkError>>,
+) {
+    let mut unconfirmed: VecDeque<Outgoing> = VecDeque::new();
+    let mut first = Some(first);
+    let mut backoff = Duration::from_millis(100);
+    let mut node = 0usize;
+    let mut logged_down = false;
+    loop {
+        let addr = cfg.addresses[node % cfg.addresses.len()].clone();
+        node += 1;
+        let conn = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = connect(&cfg, &addr) => c,
+        };
+        let (conn, channel) = match conn {
+            Ok(c) => c,
+            Err(Ended::Fatal(e)) => {
+                report_fatal(&shared, &mut first, e);
+                return;
+            }
+            Err(Ended::Stop) => return,
+            Err(Ended::Retry(why)) => {
+                if !logged_down {
+                    tracing::warn!(message = "RabbitMQ node not reachable; trying the next.", node = %addr, error = %why);
+                }
+                // A round over every node without success: back off, then say so once.
+                if node.is_multiple_of(cfg.addresses.len()) {
+                    logged_down = true;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                continue;
+            }
+        };
+        if let Some(f) = first.take() {
+            let _ = f.send(Ok(()));
+        }
+        if logged_down || !unconfirmed.is_empty() {
+            tracing::info!(
+                message = "Connected to RabbitMQ; publishing unconfirmed messages again.",
+                node = %addr,
+                unconfirmed = unconfirmed.len(),
+            );
+        }
+        logged_down = false;
+        backoff = Duration::from_millis(100);
+        shared
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let ended = publish(&cfg, &shared, &channel, &mut rx, &mut unconfirmed, &stop).await;
+        shared
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = conn.close(200, "sluice publisher".into()).await;
+        match ended {
+            Ended::Stop => return,
+            Ended::Fatal(e) => {
+                report_fatal(&shared, &mut first, e);
+                return;
+            }
+            Ended::Retry(why) => {
+                tracing::warn!(
+                    message = "RabbitMQ connection lost; reconnecting (unconfirmed messages are kept and published again).",
+                    node = %addr,
+                    error = %why,
+                    unconfirmed = unconfirmed.len(),
+                );
+            }
+        }
+    }
+}
+
+fn report_fatal(
+    shared: &Shared,
+    first: &mut Option<std::sync::mpsc::Sender<Result<(), SinkError>>>,
+    e: SinkError,
+) {
+    match first.take() {
+        Some(f) => {
+            let _ = f.send(Err(e));
+        }
+        None => {
+            if let Ok(mut f) = shared.failure.lock() {
+                *f = Some(e);
+            }
+        }
+    }
+}
+
+/// Opens a connection and a confirming channel, and declares or checks the exchange.
+async fn connect(cfg: &RabbitConfig, addr: &str) -> Result<(Connection, lapin::Channel), Ended> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+        .ok_or_else(|| Ended::Fatal(SinkError::Setup(format!("rabbitmq: bad address `{addr}`"))))?;
+    let uri = lapin::uri::AMQPUri {
+        authority: lapin::uri::AMQPAuthority {
+            userinfo: lapin::uri::AMQPUserInfo {
+                username: cfg.user.clone(),
+                password: cfg.password.expose().to_string(),
+            },
+            host,
+            port,
+        },
+        vhost: cfg.vhost.clone(),
+        ..Default::default()
+    };
+    let props = ConnectionProperties::default().with_connection_name("sluice".into());
+    let conn = match tokio::time::timeout(cfg.connect_timeout, Connection::connect_uri(uri, props))
+        .await
+    {
+        Err(_) => {
+            return Err(Ended::Retry(format!(
+                "no answer within {:?}",
+                cfg.connect_timeout
+            )));
+        }
+        Ok(Err(e)) => return Err(classify_connect(cfg, &e)),
+        Ok(Ok(c)) => c,
+    };
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| Ended::Retry(format!("opening a channel: {e}")))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| Ended::Retry(format!("enabling publisher confirms: {e}")))?;
+    let kind = match cfg.exchange_type.as_str() {
+        "direct" => ExchangeKind::Direct,
+        "fanout" => ExchangeKind::Fanout,
+        "headers" => ExchangeKind::Headers,
+        _ => ExchangeKind::Topic,
+    };
+    let options = ExchangeDeclareOptions {
+        passive: !cfg.declare_exchange,
+        durable: true,
+        ..Default::default()
+    };
+    if let Err(e) = channel
+        .exchange_declare(
+            cfg.exchange.as_str().into(),
+            kind,
+            options,
+            FieldTable::default(),
+        )
+        .await
+    {
+        let what = if cfg.declare_exchange {
+            format!(
+                "cannot declare exchange `{}` as a durable {} exchange (it may exist with other settings): {e}",
+                cfg.exchange, cfg.exchange_type
+            )
+        } else {
+            format!(
+                "exchange `{}` does not exist in vhost `{}` (sink.rabbitmq.declare_exchange = false): {e}",
+                cfg.exchange, cfg.vhost
+            )
+        };
+        return Err(Ended::Fatal(SinkError::Setup(format!("rabbitmq: {what}"))));
+    }
+    Ok((conn, channel))
+}
+
+/// Sorts a failed connection: refused credentials or vhost are for the operator to fix
+/// (fatal); anything else is the network or the node (retry).
+fn classify_connect(cfg: &RabbitConfig, e: &lapin::Error) -> Ended {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("access_refused")
+        || lower.contains("authentication")
+        || lower.contains("login")
+    {
+        return Ended::Fatal(SinkError::Setup(format!(
+            "rabbitmq: user `{}` was refused (check sink.rabbitmq.user and its password): {text}",
+            cfg.user
+        )));
+    }
+    if lower.contains("not_allowed") || lower.contains("vhost") {
+        return Ended::Fatal(SinkError::Setup(format!(
+            "rabbitmq: vhost `{}` does not exist or user `{}` may not use it: {text}",
+            cfg.vhost, cfg.user
+        )));
+    }
+    Ended::Retry(text)
+}
+
+/// Publishes on one channel until it fails: first what is unconfirmed, then new
+/// messages, taking confirms in order.
+async fn publish(
+    cfg: &RabbitConfig,
+    shared: &Shared,
+    channel: &lapin::Channel,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    unconfirmed: &mut VecDeque<Outgoing>,
+    stop: &CancellationToken,
+) -> Ended {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let mut confirms = FuturesOrdered::new();
+    for m in unconfirmed.iter() {
+        match channel
+            .basic_publish(
+                cfg.exchange.as_str().into(),
+                m.routing_key.clone(),
+                options,
+                &m.payload,
+                m.properties.clone(),
+            )
+            .await
+        {
+            Ok(c) => confirms.push_back(c),
+            Err(e) => return Ended::Retry(format!("publishing: {e}")),
+        }
+    }
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ended::Stop,
+            Some(confirmation) = confirms.next() => {
+                let Some(m) = unconfirmed.pop_front() else {
+                    return Ended::Retry("a confirm without a message".into());
+                };
+                match confirmation {
+                    Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+                        if let Ok(mut a) = shared.acks.lock() {
+                            a.acked(m.txn, m.bytes);
+                        }
+                    }
+                    Ok(Confirmation::Ack(Some(returned))) => {
+                        let refused = Refused {
+                            txn: m.txn,
+                            reason: RefusalReason::Unroutable,
+                            position: m
+                                .headers
+                                .iter()
+                                .find(|(k, _)| k == super::POSITION_HEADER)
+                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
+                            module: m
+                                .headers
+                                .iter()
+                                .find(|(k, _)| k == "sluice.module")
+                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
+                            topic: m.topic,
+                            headers: m.headers,
+                            payload_bytes: m.payload.len(),
+                            key_bytes: m.key_bytes,
+                            in_flight_bytes: m.bytes,
+                            detail: format!(
+                                "exchange `{}` returned it as unroutable with routing key `{}` ({} {})",
+                                cfg.exchange, m.routing_key, returned.reply_code, returned.reply_text
+                            ),
+                        };
+                        if let Ok(mut q) = shared.refused.lock() {
+                            q.push(refused);
+                        }
+                    }
+                    Ok(Confirmation::Nack(_)) => {
+                        // Publish it and everything after it again, in order, on a new
+                        // channel: per-queue order holds (with duplicates).
+                        unconfirmed.push_front(m);
+                        return Ended::Retry("the broker refused (nacked) a message".into());
+                    }
+                    Err(e) => {
+                        unconfirmed.push_front(m);
+                        return Ended::Retry(e.to_string());
+                    }
+                }
+            }
+            next = rx.recv() => {
+                let Some(m) = next else { return Ended::Stop };
+                match channel
+                    .basic_publish(
+                        cfg.exchange.as_str().into(),
+                        m.routing_key.clone(),
+                        options,
+                        &m.payload,
+                        m.properties.clone(),
+                    )
+                    .await
+                {
+                    Ok(c) => {
+                        confirms.push_back(c);
+                        unconfirmed.push_back(m);
+                    }
+                    Err(e) => {
+                        unconfirmed.push_back(m);
+                        return Ended::Retry(format!("publishing: {e}"));
+                    }
+                }
+            }
+        }
+    }
+}
