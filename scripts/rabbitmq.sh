@@ -12,7 +12,8 @@
 # its own name (rabbitN@localhost), AMQP port ($SLUICE_RABBIT_PORT + N - 1, default
 # 35672..35674), distribution port (+10000), data and logs under
 # ~/.cache/sluice/rabbitmq, one Erlang cookie under a fixed HOME, and epmd on
-# 127.0.0.1 only. User guest/guest (loopback only), vhost /.
+# 127.0.0.1 only. User guest/guest (loopback only), vhost /. Started with no node
+# running, it starts from empty data (queues and messages of earlier runs are gone).
 set -euo pipefail
 
 BASE_PORT="${SLUICE_RABBIT_PORT:-35672}"
@@ -137,6 +138,14 @@ clustered() {
 
 start() {
     install
+    # A throwaway cluster: when no node runs, start from empty data, so nodes killed
+    # earlier (a CI run ends everything) never wait at boot for peers that are gone.
+    local any=0
+    for n in $(seq 1 $NODES); do listening "$n" && any=1; done
+    if [ "$any" = 0 ]; then
+        pkill -f "rabbit[0-9]@localhost" 2>/dev/null || true
+        for n in $(seq 1 $NODES); do rm -rf "$ROOT/node$n"; done
+    fi
     prepare
     for n in $(seq 1 $NODES); do start_node "$n"; done
     local t=0

@@ -14,6 +14,10 @@ fi
 scripts/mariadb.sh start
 # The Kafka-protocol broker (installed into ~/.cache/sluice/tansu on first use).
 scripts/tansu.sh start
+# A three-node RabbitMQ cluster (Debian's rabbitmq-server, installed when missing), and
+# pika, the independent AMQP client the RabbitMQ tests read back with.
+scripts/rabbitmq.sh start
+python3 -c 'import pika' 2>/dev/null || python3 -m pip install --quiet pika
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

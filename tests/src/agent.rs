@@ -117,7 +117,22 @@ impl Agent {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait; returns the exit code.
+    /// Waits (at most `timeout`) for the process to exit on its own: its exit code.
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<i32> {
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "sluice did not exit by itself within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the exit code.
     pub fn terminate(mut self, timeout: Duration) -> Option<i32> {
         let _ = Command::new("kill")
             .arg("-TERM")

@@ -10,6 +10,7 @@ pub mod e2e;
 pub mod events;
 pub mod kafka;
 pub mod live;
+pub mod rabbit;
 pub mod vv;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,230 @@
+//! `sluice run` publishing to a real three-node RabbitMQ cluster (`scripts/rabbitmq.sh`)
+//! through quorum queues, read back with pika: the mixed >100k-row workload with five
+//! SIGKILL restarts (every row's final state equal to the database, per-key order, the
+//! deduplication recipe, partitions as canal-compat decided them, one queue per
+//! partition), the node the agent publishes to stopped mid-stream, and what an
+//! unroutable routing key or a missing exchange does.
+
+use std::time::{Duration, Instant};
+
+use sluice_tests::agent::Agent;
+use sluice_tests::e2e::{
+    PARTITIONS, module_toml, scenario, scenario_source_toml, setup, source_toml,
+};
+use sluice_tests::live::{exec, server};
+use sluice_tests::rabbit::{Consumer, addresses_toml, cluster, require_cluster};
+
+/// The tests here share the cluster (one stops a node): one at a time.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One quorum queue per topic and partition, named and bound `TOPIC.PARTITION`.
+fn queues(topics: &[&str], partitions: i32) -> Vec<String> {
+    topics
+        .iter()
+        .flat_map(|t| (0..partitions).map(move |p| format!("{t}.{p}")))
+        .collect()
+}
+
+fn sink_toml(exchange: &str, extra: &str) -> String {
+    format!(
+        "\n[sink]\nkind = \"rabbitmq\"\n[sink.rabbitmq]\naddresses = [{}]\nexchange = \"{exchange}\"\nrouting_key = \"{{topic}}.{{partition}}\"\n{extra}\n",
+        addresses_toml()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_sink_survives_kill9() {
+    let _guard = CLUSTER.lock().await;
+    require_cluster();
+    let topics = ["e2e.t1", "e2e.t2", "e2e.default"];
+    let qs = queues(&topics, PARTITIONS);
+    sluice_tests::rabbit::setup("sluice.e2e", &qs);
+    let srv = server();
+    let mut admin = srv.admin().await;
+    setup(&mut admin).await;
+    let dir = sluice_tests::scratch_dir("e2e-rabbit");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}{}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            scenario_source_toml(&srv, 4_600_001),
+            module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
+            sink_toml("sluice.e2e", ""),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
+    let log = dir.join("agent.log");
+    let pass = srv.repl.1.clone();
+    let (changes, dups) = scenario(
+        &srv,
+        || Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &pass)]),
+        || consumer.read(),
+        5,
+    )
+    .await;
+    eprintln!("{changes} row changes through RabbitMQ, {dups} redelivered after crashes");
+    assert!(changes >= 100_000, "{changes}");
+    // Every message as AMQP carries it: persistent, JSON, its position as message id,
+    // Sluice's headers as AMQP headers.
+    let raw = consumer.raw();
+    assert!(!raw.is_empty());
+    for m in raw.iter().take(200) {
+        assert_eq!(m["delivery_mode"], 2, "{m}");
+        assert_eq!(m["content_type"], "application/json", "{m}");
+        assert_eq!(m["message_id"], m["headers"]["sluice.position"], "{m}");
+        assert!(m["headers"]["sluice.table"].is_string(), "{m}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The node the agent publishes to (the first address) is stopped mid-stream and
+/// started again later: the agent moves to another node, publishes what was not
+/// confirmed again, and every row arrives (quorum queues keep them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_mid_stream_loses_nothing() {
+    use mysql_async::prelude::Queryable;
+    let _guard = CLUSTER.lock().await;
+    require_cluster();
+    let qs = queues(&["rfail.t"], 2);
+    sluice_tests::rabbit::setup("sluice.rfail", &qs);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS rfail").await;
+    exec(&mut db, "CREATE DATABASE rfail").await;
+    exec(
+        &mut db,
+        "CREATE TABLE rfail.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    let dir = sluice_tests::scratch_dir("rabbit-failover");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['rfail\\..*']\n\
+             [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\
+             \"canal.mq.topic\" = \"rfail.t\"\n\"canal.mq.partitionsNum\" = \"2\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
+             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            source_toml(&srv, 4_600_002),
+            env!("GUEST_CANAL_COMPAT"),
+            sink_toml("sluice.rfail", ""),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let ids = |msgs: &[sluice_tests::agent::Published]| -> std::collections::BTreeSet<u64> {
+        msgs.iter()
+            .flat_map(|m| m.value["data"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["id"].as_str().and_then(|s| s.parse().ok()))
+            .collect()
+    };
+    const ROWS: u64 = 20_000;
+    let mut stopped = false;
+    for start in (0..ROWS).step_by(100) {
+        let rows: Vec<String> = (start..start + 100)
+            .map(|i| format!("({i}, 'v{i}')"))
+            .collect();
+        db.query_drop(format!("INSERT INTO rfail.t VALUES {}", rows.join(",")))
+            .await
+            .expect("insert");
+        if start == 6_000 {
+            // The first address is where the agent connected.
+            cluster(&["stop-node", "1"]);
+            stopped = true;
+        }
+    }
+    assert!(stopped);
+    let t = Instant::now();
+    while ids(&consumer.read()).len() < ROWS as usize {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{} of {ROWS} rows with node 1 down",
+            ids(&consumer.read()).len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cluster(&["start-node", "1"]);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("RabbitMQ connection lost; reconnecting"),
+        "{text}"
+    );
+    let got = ids(&consumer.read());
+    assert_eq!(got.len() as u64, ROWS);
+    assert_eq!(got.iter().next_back().copied(), Some(ROWS - 1));
+    let received = consumer.read().len();
+    eprintln!("{ROWS} rows in {received} messages with node 1 stopped mid-stream");
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A routing key no queue is bound for: with the module's default policy (halt) the
+/// agent stops with an error naming the exchange and the routing key, and nothing
+/// after it is checkpointed; `sluice check` names a missing exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
+    let _guard = CLUSTER.lock().await;
+    require_cluster();
+    sluice_tests::rabbit::setup("sluice.unrouted", &[]);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS unrouted").await;
+    exec(&mut db, "CREATE DATABASE unrouted").await;
+    exec(&mut db, "CREATE TABLE unrouted.t (id BIGINT PRIMARY KEY)").await;
+    let dir = sluice_tests::scratch_dir("rabbit-unrouted");
+    let write = |sink: String| {
+        let config = dir.join("sluice.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}include = ['unrouted\\..*']\n\
+                 [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\"canal.mq.topic\" = \"nobody.listens\"\n\
+                 {sink}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+                source_toml(&srv, 4_600_003),
+                env!("GUEST_CANAL_COMPAT"),
+                dir.join("cp").display()
+            ),
+        )
+        .expect("config");
+        config
+    };
+    let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    // A missing exchange that Sluice may not declare: `sluice check` names it.
+    let config = write(sink_toml("no.such.exchange", "declare_exchange = false"));
+    let out = std::process::Command::new(sluice_tests::agent::binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("SLUICE_E2E_PASSWORD", &srv.repl.1)
+        .output()
+        .expect("sluice check runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("no.such.exchange") && text.contains("does not exist"),
+        "{text}"
+    );
+
+    // Unroutable, halt: exit 1 naming exchange and routing key.
+    let config = write(sink_toml("sluice.unrouted", ""));
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    exec(&mut db, "INSERT INTO unrouted.t VALUES (1)").await;
+    let code = agent.wait_exit(Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("sluice.unrouted")
+            && text.contains("nobody.listens")
+            && text.contains("unroutable"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
