@@ -237,12 +237,7 @@ pub enum SinkKind {
     /// A JSON-lines file.
     File(PathBuf),
     /// Kafka.
-    Kafka {
-        /// Bootstrap servers.
-        brokers: String,
-        /// Extra properties.
-        properties: BTreeMap<String, String>,
-    },
+    Kafka(crate::sink::kafka::KafkaConfig),
     /// RabbitMQ (AMQP 0-9-1), `[sink.rabbitmq]`.
     RabbitMq(crate::sink::rabbitmq::RabbitConfig),
 }
@@ -252,26 +247,7 @@ impl std::fmt::Debug for SinkKind {
         match self {
             SinkKind::Stdout => f.write_str("Stdout"),
             SinkKind::File(p) => f.debug_tuple("File").field(p).finish(),
-            SinkKind::Kafka {
-                brokers,
-                properties,
-            } => {
-                let shown: BTreeMap<&str, &str> = properties
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = if crate::secret::is_secret_key(k) {
-                            "***"
-                        } else {
-                            v.as_str()
-                        };
-                        (k.as_str(), v)
-                    })
-                    .collect();
-                f.debug_struct("Kafka")
-                    .field("brokers", brokers)
-                    .field("properties", &shown)
-                    .finish()
-            }
+            SinkKind::Kafka(k) => k.fmt(f),
             SinkKind::RabbitMq(r) => r.fmt(f),
         }
     }
@@ -333,18 +309,6 @@ pub struct Config {
     /// A checkpoint with work pending that has not moved for this long fails `/readyz`.
     pub stall_after: Duration,
 }
-
-/// librdkafka properties Sluice sets itself; the config may not override them.
-pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
-    "bootstrap.servers",
-    "enable.idempotence",
-    "acks",
-    "request.required.acks",
-    "partitioner",
-    "max.in.flight.requests.per.connection",
-    "message.max.bytes",
-    "enable.gapless.guarantee",
-];
 
 impl Config {
     /// Topics the configuration names, which must exist before anything is published
@@ -505,23 +469,10 @@ impl Config {
                 .path
                 .as_deref()
                 .context("sink.path: required with kind = \"file\"")?)),
-            "kafka" => {
-                let brokers = k
-                    .brokers
-                    .clone()
-                    .context("sink.brokers: required with kind = \"kafka\"")?;
-                for key in k.librdkafka.keys() {
-                    if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
-                        bail!(
-                            "sink.librdkafka.\"{key}\": Sluice sets this itself (delivery guarantees depend on it); remove it"
-                        );
-                    }
-                }
-                SinkKind::Kafka {
-                    brokers,
-                    properties: k.librdkafka.clone(),
-                }
-            }
+            "kafka" => SinkKind::Kafka(crate::sink::kafka::KafkaConfig::from_section(
+                k.brokers.as_deref(),
+                &k.librdkafka,
+            )?),
             "rabbitmq" => SinkKind::RabbitMq(
                 k.rabbitmq
                     .as_ref()

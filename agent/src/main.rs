@@ -491,7 +491,7 @@ async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
         )?;
         println!("module {}: ok (version {})", spec.name, code.short_hash());
     }
-    let sink = sluice::sink::Sink::open(&cfg.sink)?;
+    let sink = sluice::sink::open(&cfg.sink)?;
     sink.check_topics(&cfg.declared_topics())?;
     println!("sink: ok");
     let src = sluice::source::BinlogSource::connect(

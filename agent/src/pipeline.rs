@@ -919,7 +919,7 @@ impl Run<'_> {
                     .map_err(CommandError::Conflict),
             },
             CommandKind::CreateTopic { name, partitions } => {
-                let Some(creator) = self.sink.topic_creator() else {
+                let Some(creator) = self.sink.topic_admin() else {
                     let _ = cmd.reply.send(Err(CommandError::Conflict(
                         "the sink is not Kafka; there are no topics to create".into(),
                     )));
@@ -935,7 +935,7 @@ impl Run<'_> {
                 // The broker may take a while; the pipeline does not wait for it.
                 tokio::spawn(async move {
                     let r = creator
-                        .create(&name, partitions, replication)
+                        .create(name.clone(), partitions, replication)
                         .await
                         .map(|()| {
                             tracing::info!(message = "Topic created by the admin API.", topic = %name, partitions);
@@ -1084,7 +1084,7 @@ async fn run_once(
     let resume = checkpoint::load(&cfg.checkpoint)?;
     let routers = load_routers(cfg)?;
     ctl.set_status(routers.as_ref().map(|r| r.status()));
-    let sink = Sink::open(&cfg.sink)?;
+    let sink = crate::sink::open(&cfg.sink)?;
     sink.check_topics(&cfg.declared_topics())?;
 
     let source = BinlogSource::connect(cfg.source.clone(), resume.clone())

@@ -16,8 +16,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use sluice::config::{MessageUnit, Oversize, SinkConfig, SinkKind};
 use sluice::event::Checkpoint;
 use sluice::format::Format;
-use sluice::sink::kafka::KafkaSink;
-use sluice::sink::{OutMessage, RefusalReason, SinkError};
+use sluice::sink::kafka::{KafkaConfig, KafkaSink};
+use sluice::sink::{OutMessage, Publisher, RefusalReason, SinkError};
 
 /// The tests here that run `sluice run` against the live server check exact binlog
 /// positions: one at a time, so no other one's transactions land in between.
@@ -25,10 +25,10 @@ static LIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn cfg(brokers: &str) -> SinkConfig {
     SinkConfig {
-        kind: SinkKind::Kafka {
+        kind: SinkKind::Kafka(KafkaConfig {
             brokers: brokers.to_string(),
             properties: BTreeMap::new(),
-        },
+        }),
         format: Format::Canal,
         unit: MessageUnit::Event,
         default_topic: "t".into(),

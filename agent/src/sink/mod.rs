@@ -1,7 +1,7 @@
 //! Sinks: where routed messages go. A local sink (stdout or a JSON-lines file) for trying
 //! Sluice out, Kafka, and RabbitMQ.
 //!
-//! Invariant: [`Sink::safe_checkpoint`] only returns a transaction boundary whose
+//! Invariant: [`Publisher::safe_checkpoint`] only returns a transaction boundary whose
 //! messages and all earlier ones were acknowledged (written and flushed, or acked by
 //! the broker with `acks=all`); the pipeline writes nothing else to the checkpoint file.
 
@@ -10,7 +10,7 @@ pub mod kafka;
 pub mod local;
 pub mod rabbitmq;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{SinkConfig, SinkKind};
 use crate::event::Checkpoint;
@@ -81,7 +81,7 @@ pub enum RefusalReason {
 /// `sink.max_message_bytes`) or unroutable. It still counts as in flight for its
 /// transaction, so the checkpoint cannot pass it, until the pipeline applies the
 /// deciding module's policy (or, for size, the sink's oversize policy) and calls
-/// [`Sink::settle`]: a refusal is never an exit that would repeat at every restart from
+/// [`Publisher::settle`]: a refusal is never an exit that would repeat at every restart from
 /// the same checkpoint.
 #[derive(Debug, Clone)]
 pub struct Refused {
@@ -211,164 +211,102 @@ pub enum SinkError {
     },
 }
 
-/// A sink of either kind.
-pub enum Sink {
-    /// stdout or a file.
-    Local(local::LocalSink),
-    /// Kafka.
-    Kafka(kafka::KafkaSink),
-    /// RabbitMQ.
-    RabbitMq(rabbitmq::RabbitSink),
-}
-
-impl Sink {
-    /// Opens the configured sink.
-    pub fn open(cfg: &SinkConfig) -> Result<Sink, SinkError> {
-        Ok(match &cfg.kind {
-            SinkKind::Stdout => Sink::Local(local::LocalSink::stdout()),
-            SinkKind::File(p) => Sink::Local(local::LocalSink::file(p)?),
-            SinkKind::Kafka {
-                brokers,
-                properties,
-            } => Sink::Kafka(kafka::KafkaSink::new(brokers, properties, cfg)?),
-            SinkKind::RabbitMq(r) => {
-                Sink::RabbitMq(rabbitmq::RabbitSink::new(r, cfg.max_in_flight)?)
-            }
-        })
-    }
-
-    /// Checks that these topics exist (Kafka); a missing one is a clear error.
-    pub fn check_topics(&self, topics: &[String]) -> Result<(), SinkError> {
-        match self {
-            Sink::Local(_) => Ok(()),
-            Sink::Kafka(k) => k.check_topics(topics),
-            Sink::RabbitMq(r) => r.check_topics(topics),
-        }
-    }
-
-    /// Whether the sink has room for more messages (the pipeline reads no further
-    /// events while it has not, but keeps checkpointing and serving commands).
-    pub fn has_room(&self) -> bool {
-        match self {
-            Sink::Local(_) => true,
-            Sink::Kafka(k) => k.has_room(),
-            Sink::RabbitMq(r) => r.has_room(),
-        }
-    }
-
-    /// Fails if an earlier message could not be delivered.
-    pub fn check(&self) -> Result<(), SinkError> {
-        match self {
-            Sink::Local(_) => Ok(()),
-            Sink::Kafka(k) => k.check(),
-            Sink::RabbitMq(r) => r.check(),
-        }
-    }
-
-    /// Produces messages held for a topic that did not exist, once it does (Kafka).
-    pub fn release_held(&mut self) -> Result<(), SinkError> {
-        match self {
-            Sink::Local(_) => Ok(()),
-            Sink::Kafka(k) => k.release_held(),
-            Sink::RabbitMq(_) => Ok(()),
-        }
-    }
-
-    /// Whether messages are held for a reason [`Sink::waiting_for`] gives (Kafka).
-    pub fn holding(&self) -> bool {
-        match self {
-            Sink::Local(_) => false,
-            Sink::Kafka(k) => k.holding(),
-            Sink::RabbitMq(_) => false,
-        }
-    }
-
-    /// Why messages are held, if they are: a topic that does not exist (Kafka).
-    pub fn waiting_for(&self) -> Option<SinkError> {
-        match self {
-            Sink::Local(_) => None,
-            Sink::Kafka(k) => k.waiting_for(),
-            Sink::RabbitMq(_) => None,
-        }
-    }
-
-    /// Publishes a message (waits only while the Kafka client's own queue is full).
-    pub fn send(&mut self, msg: OutMessage) -> Result<(), SinkError> {
-        match self {
-            Sink::Local(s) => s.send(msg),
-            Sink::Kafka(k) => k.send(msg),
-            Sink::RabbitMq(r) => r.send(msg),
-        }
-    }
+/// A publisher: where the pipeline's messages go. One implementation per folder under
+/// `sink/` (its own config section type, checks and client); adding one is its folder
+/// and a line in [`open`].
+///
+/// The contract the pipeline relies on: [`Publisher::send`] queues a message (waiting
+/// only on the client's own hard bound); [`Publisher::safe_checkpoint`] returns only a
+/// transaction boundary whose messages, and all earlier ones, the broker acknowledged;
+/// a message refused for good comes back through [`Publisher::take_refused`] and holds
+/// its transaction until [`Publisher::settle`]; any other failure is an error from
+/// `check`/`send`, after which the pipeline starts over from the checkpoint with a new
+/// publisher.
+pub trait Publisher: Send {
+    /// Queues one message.
+    fn send(&mut self, msg: OutMessage) -> Result<(), SinkError>;
 
     /// Transaction `txn` is fully sent; `cp` is the boundary after it; `seen` is when
     /// its first event reached the pipeline (the start of its delivery latency).
-    pub fn commit(
-        &mut self,
-        txn: u64,
-        cp: Checkpoint,
-        seen: std::time::Instant,
-    ) -> Result<(), SinkError> {
-        match self {
-            Sink::Local(s) => s.commit(txn, cp, seen),
-            Sink::Kafka(k) => k.commit(txn, cp, seen),
-            Sink::RabbitMq(r) => r.commit(txn, cp, seen),
-        }
-    }
+    fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError>;
 
     /// The newest boundary whose messages (and all earlier ones) were acknowledged.
-    pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        match self {
-            Sink::Local(s) => Ok(s.safe_checkpoint()),
-            Sink::Kafka(k) => k.safe_checkpoint(),
-            Sink::RabbitMq(r) => r.safe_checkpoint(),
-        }
+    fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError>;
+
+    /// Waits (at most `timeout`) until everything sent is acknowledged or refused.
+    fn drain(&mut self, timeout: Duration) -> Result<(), SinkError>;
+
+    /// (in flight, acknowledged) message counts.
+    fn counts(&self) -> (u64, u64);
+
+    /// Fails if an earlier message could not be delivered.
+    fn check(&self) -> Result<(), SinkError> {
+        Ok(())
     }
 
-    /// Waits (at most `timeout`) until everything sent is acknowledged.
-    pub fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
-        match self {
-            Sink::Local(s) => s.drain(),
-            Sink::Kafka(k) => k.drain(timeout),
-            Sink::RabbitMq(r) => r.drain(timeout),
-        }
+    /// Whether there is room for more messages (the pipeline reads no further events
+    /// while there is not, but keeps checkpointing and serving commands).
+    fn has_room(&self) -> bool {
+        true
     }
 
-    /// Messages the broker refused for good as too large since the last call, for the
-    /// pipeline to put through their policy (Kafka; a local sink refuses nothing).
-    pub fn take_refused(&mut self) -> Vec<Refused> {
-        match self {
-            Sink::Local(_) => Vec::new(),
-            Sink::Kafka(k) => k.take_refused(),
-            Sink::RabbitMq(r) => r.take_refused(),
-        }
+    /// Startup check (`sluice check` and `sluice run`): the broker is reachable and the
+    /// configured topics (or their equivalent) exist; a missing one is a clear error.
+    fn check_topics(&self, _topics: &[String]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Moves along messages held for a topic that did not exist, once it does.
+    fn release_held(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Whether messages are held for a reason [`Publisher::waiting_for`] gives.
+    fn holding(&self) -> bool {
+        false
+    }
+
+    /// Why messages are held, if they are (a topic that does not exist).
+    fn waiting_for(&self) -> Option<SinkError> {
+        None
+    }
+
+    /// Messages the broker refused for good since the last call, for the pipeline to
+    /// put through their policy.
+    fn take_refused(&mut self) -> Vec<Refused> {
+        Vec::new()
     }
 
     /// A refused message's policy was applied (skipped, or a reference sent in its
     /// place): it no longer holds its transaction back.
-    pub fn settle(&mut self, r: &Refused) {
-        match self {
-            Sink::Local(_) => {}
-            Sink::Kafka(k) => k.settle(r),
-            Sink::RabbitMq(q) => q.settle(r),
-        }
-    }
+    fn settle(&mut self, _r: &Refused) {}
 
-    /// A topic creator (Kafka only).
-    pub fn topic_creator(&self) -> Option<kafka::TopicCreator> {
-        match self {
-            Sink::Local(_) => None,
-            Sink::Kafka(k) => Some(k.topic_creator()),
-            Sink::RabbitMq(_) => None,
-        }
+    /// Topic administration, where the broker has topics to create.
+    fn topic_admin(&self) -> Option<Box<dyn TopicAdmin>> {
+        None
     }
+}
 
-    /// (in flight, acknowledged) message counts.
-    pub fn counts(&self) -> (u64, u64) {
-        match self {
-            Sink::Local(s) => s.counts(),
-            Sink::Kafka(k) => k.counts(),
-            Sink::RabbitMq(r) => r.counts(),
-        }
-    }
+/// Creates topics (`POST /v1/topics`, `sluice ctl create-topic`) off the pipeline.
+pub trait TopicAdmin: Send {
+    /// Creates `name`; [`SinkError::TopicExists`] when it exists.
+    fn create(
+        self: Box<Self>,
+        name: String,
+        partitions: i32,
+        replication: i32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send>>;
+}
+
+/// The configured publisher.
+pub type Sink = Box<dyn Publisher>;
+
+/// Opens the configured publisher: the one place publishers are registered.
+pub fn open(cfg: &SinkConfig) -> Result<Sink, SinkError> {
+    Ok(match &cfg.kind {
+        SinkKind::Stdout => Box::new(local::LocalSink::stdout()),
+        SinkKind::File(p) => Box::new(local::LocalSink::file(p)?),
+        SinkKind::Kafka(k) => Box::new(kafka::KafkaSink::new(&k.brokers, &k.properties, cfg)?),
+        SinkKind::RabbitMq(r) => Box::new(rabbitmq::RabbitSink::new(r, cfg.max_in_flight)?),
+    })
 }

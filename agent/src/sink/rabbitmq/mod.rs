@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{RabbitConfig, RawRabbit};
 
 use super::acks::Acks;
-use super::{OutMessage, RefusalReason, Refused, SinkError};
+use super::{OutMessage, Publisher, RefusalReason, Refused, SinkError};
 use crate::event::Checkpoint;
 
 /// The soft bound on bytes in flight.
@@ -111,10 +111,19 @@ impl RabbitSink {
         })
     }
 
+    /// Whether a channel to a node is open now.
+    pub fn connected(&self) -> bool {
+        self.shared
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Publisher for RabbitSink {
     /// Waits (at most 30 s) for the first connection: the exchange exists (or was
     /// declared) and the credentials and vhost work. Called by `sluice check` and at
     /// startup; topics are routing keys here and need no check.
-    pub fn check_topics(&self, _topics: &[String]) -> Result<(), SinkError> {
+    fn check_topics(&self, _topics: &[String]) -> Result<(), SinkError> {
         let Some(rx) = self.first.lock().ok().and_then(|mut f| f.take()) else {
             return Ok(());
         };
@@ -134,18 +143,16 @@ impl RabbitSink {
             ))),
         }
     }
-
     /// Whether the window has room (and no failure waits to be reported).
-    pub fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         self.shared
             .acks
             .lock()
             .map(|a| a.in_flight() < self.max_in_flight && a.in_flight_bytes() < SOFT_BYTES)
             .unwrap_or(true)
     }
-
     /// Fails with what the task could not get past.
-    pub fn check(&self) -> Result<(), SinkError> {
+    fn check(&self) -> Result<(), SinkError> {
         match self.shared.failure.lock() {
             Ok(mut f) => match f.take() {
                 Some(e) => Err(e),
@@ -154,9 +161,8 @@ impl RabbitSink {
             Err(_) => Err(SinkError::Setup("delivery state poisoned".into())),
         }
     }
-
     /// Hands a message to the publisher task.
-    pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
+    fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
         let bytes = (m.payload.len() + m.key.as_ref().map_or(0, Vec::len)) as u64;
         let text = |name: &str| {
             m.header(name)
@@ -213,23 +219,20 @@ impl RabbitSink {
             .map_err(|_| SinkError::Setup("rabbitmq: the publisher task stopped".into()))?;
         self.check()
     }
-
     /// Transaction `txn` is fully sent.
-    pub fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
+    fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
         if let Ok(mut a) = self.shared.acks.lock() {
             a.committed(txn, cp, seen);
         }
         self.check()
     }
-
     /// The newest confirmed boundary.
-    pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+    fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         self.check()?;
         Ok(self.shared.acks.lock().ok().and_then(|a| a.safe().cloned()))
     }
-
     /// Waits until every message is confirmed (or returned and so taken back).
-    pub fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
+    fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
         let start = Instant::now();
         loop {
             self.check()?;
@@ -247,37 +250,27 @@ impl RabbitSink {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-
     /// (in flight, acknowledged).
-    pub fn counts(&self) -> (u64, u64) {
+    fn counts(&self) -> (u64, u64) {
         self.shared
             .acks
             .lock()
             .map(|a| (a.in_flight(), a.acked_total()))
             .unwrap_or((0, 0))
     }
-
     /// Messages returned as unroutable since the last call.
-    pub fn take_refused(&mut self) -> Vec<Refused> {
+    fn take_refused(&mut self) -> Vec<Refused> {
         self.shared
             .refused
             .lock()
             .map(|mut q| std::mem::take(&mut *q))
             .unwrap_or_default()
     }
-
     /// A returned message's policy was applied.
-    pub fn settle(&mut self, r: &Refused) {
+    fn settle(&mut self, r: &Refused) {
         if let Ok(mut a) = self.shared.acks.lock() {
             a.settled(r.txn, r.in_flight_bytes);
         }
-    }
-
-    /// Whether a channel to a node is open now.
-    pub fn connected(&self) -> bool {
-        self.shared
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::acks::Acks;
-use super::{OutMessage, SinkError};
+use super::{OutMessage, Publisher, SinkError};
 use crate::binlog::jsonb::push_json_string;
 use crate::event::Checkpoint;
 
@@ -68,9 +68,11 @@ impl LocalSink {
             source,
         }
     }
+}
 
+impl Publisher for LocalSink {
     /// Writes one message line.
-    pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
+    fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
         let l = &mut self.line;
         l.clear();
         l.extend_from_slice(b"{\"topic\":");
@@ -104,9 +106,8 @@ impl LocalSink {
         self.unflushed.push(m.txn);
         Ok(())
     }
-
     /// Flushes the transaction's lines; they count as acknowledged.
-    pub fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
+    fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
         if let Err(e) = self.out.flush() {
             return Err(self.io(e));
         }
@@ -116,28 +117,25 @@ impl LocalSink {
         self.acks.committed(txn, cp, seen);
         Ok(())
     }
-
     /// The newest flushed boundary (the file is fsynced first).
-    pub fn safe_checkpoint(&mut self) -> Option<Checkpoint> {
+    fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         let cp = self.acks.safe().cloned();
         if cp.is_some()
             && let Some(f) = &self.file
         {
             // A checkpoint must not get ahead of the lines it covers.
             if f.sync_data().is_err() {
-                return None;
+                return Ok(None);
             }
         }
-        cp
+        Ok(cp)
     }
-
     /// Flushes everything.
-    pub fn drain(&mut self) -> Result<(), SinkError> {
+    fn drain(&mut self, _timeout: std::time::Duration) -> Result<(), SinkError> {
         self.out.flush().map_err(|e| self.io(e))
     }
-
     /// (in flight, acknowledged).
-    pub fn counts(&self) -> (u64, u64) {
+    fn counts(&self) -> (u64, u64) {
         (self.acks.in_flight(), self.acks.acked_total())
     }
 }

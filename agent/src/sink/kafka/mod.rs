@@ -28,6 +28,10 @@
 //! resumes from the last safe checkpoint with a new producer: nothing is lost, and what
 //! is sent again carries its binlog position for deduplication.
 
+pub mod config;
+
+pub use config::{KafkaConfig, RESERVED_KAFKA_PROPERTIES};
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,7 +44,7 @@ use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 use super::acks::Acks;
-use super::{OutMessage, RefusalReason, Refused, SinkError};
+use super::{OutMessage, Publisher, RefusalReason, Refused, SinkError, TopicAdmin};
 use crate::config::SinkConfig;
 use crate::event::Checkpoint;
 
@@ -246,15 +250,27 @@ struct Lookup {
     answer: std::sync::mpsc::Receiver<Result<bool, KafkaError>>,
 }
 
-/// Creates topics through the broker's admin API (for `POST /v1/topics`).
+/// Creates topics through the broker's admin API (for `POST /v1/topics` and
+/// `sluice ctl create-topic`).
 pub struct TopicCreator {
     client: ClientConfig,
 }
 
+impl TopicAdmin for TopicCreator {
+    fn create(
+        self: Box<Self>,
+        name: String,
+        partitions: i32,
+        replication: i32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send>> {
+        Box::pin(async move { self.create_topic(&name, partitions, replication).await })
+    }
+}
+
 impl TopicCreator {
     /// Creates `name`; an existing topic is an error naming it.
-    pub async fn create(
-        self,
+    pub async fn create_topic(
+        &self,
         name: &str,
         partitions: i32,
         replication: i32,
@@ -380,73 +396,6 @@ impl KafkaSink {
         }
     }
 
-    /// A topic creator using the producer's connection settings.
-    pub fn topic_creator(&self) -> TopicCreator {
-        let mut client = ClientConfig::new();
-        // Only connection settings: the admin client rejects producer properties.
-        for (k, v) in self.client.config_map() {
-            if k == "bootstrap.servers"
-                || k.starts_with("security.")
-                || k.starts_with("sasl.")
-                || k.starts_with("ssl.")
-                || k == "client.id"
-            {
-                client.set(k, v);
-            }
-        }
-        TopicCreator { client }
-    }
-
-    /// Fails naming the first topic that does not exist.
-    pub fn check_topics(&self, topics: &[String]) -> Result<(), SinkError> {
-        for t in topics {
-            match topic_exists(&self.producer, t, Duration::from_secs(10)) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(SinkError::MissingTopic {
-                        topic: t.clone(),
-                        context: None,
-                    });
-                }
-                Err(e) => {
-                    return Err(SinkError::Setup(format!(
-                        "cannot read metadata of topic `{t}`: {e}"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether messages are held and a lookup said why (what [`KafkaSink::waiting_for`]
-    /// describes), without building the description.
-    pub fn holding(&self) -> bool {
-        !self.held.is_empty() && self.held_because.is_some()
-    }
-
-    /// The topic held messages wait for, if a lookup said it is missing or could not be
-    /// made.
-    pub fn waiting_for(&self) -> Option<SinkError> {
-        let m = self.held.front()?;
-        match self.held_because.as_ref()? {
-            SinkError::MissingTopic { topic, .. } => {
-                let module = m
-                    .header("sluice.module")
-                    .map(|v| format!("routed by module `{}`, ", String::from_utf8_lossy(v)))
-                    .unwrap_or_default();
-                Some(SinkError::MissingTopic {
-                    topic: topic.clone(),
-                    context: Some(format!(
-                        "{module}{} message(s) held from binlog position {}; nothing after it is published until it exists",
-                        self.held.len(),
-                        m.position()
-                    )),
-                })
-            }
-            other => Some(SinkError::Setup(other.to_string())),
-        }
-    }
-
     /// Starts looking up `topic` on a thread of its own.
     fn look_up(&mut self, topic: Arc<str>) {
         let (tx, answer) = std::sync::mpsc::channel();
@@ -468,50 +417,6 @@ impl KafkaSink {
         }
     }
 
-    /// Moves held messages along: takes a lookup's answer, produces what is held (in
-    /// order) once its topic is known, starts the next lookup when one is due.
-    pub fn release_held(&mut self) -> Result<(), SinkError> {
-        if let Some(l) = &self.lookup {
-            let answer = match l.answer.try_recv() {
-                Ok(a) => a,
-                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail))
-                }
-            };
-            let topic = l.topic.clone();
-            self.lookup = None;
-            match answer {
-                Ok(true) => {
-                    if self.held_because.take().is_some() {
-                        tracing::info!(message = "Topic found; publishing held messages.", topic = %topic);
-                    }
-                    self.known.insert(topic);
-                }
-                Ok(false) => self.hold_because(SinkError::MissingTopic {
-                    topic: topic.to_string(),
-                    context: None,
-                }),
-                Err(e) => self.hold_because(SinkError::Setup(format!(
-                    "cannot look up topic `{topic}`: {e}"
-                ))),
-            }
-        }
-        while let Some(m) = self.held.front() {
-            if !self.known.contains(&m.topic) {
-                if self.lookup.is_none() && Instant::now() >= self.retry_at {
-                    let topic = m.topic.clone();
-                    self.look_up(topic);
-                }
-                return Ok(());
-            }
-            if let Some(m) = self.held.pop_front() {
-                self.produce(m)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Records why the first held message stays held, and says so (once a minute).
     fn hold_because(&mut self, why: SinkError) {
         self.retry_at = Instant::now() + HELD_RETRY;
@@ -530,36 +435,6 @@ impl KafkaSink {
         self.held_because = Some(why);
     }
 
-    /// Fails if a delivery or the producer failed.
-    pub fn check(&self) -> Result<(), SinkError> {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return Err(SinkError::Setup(format!(
-                "fatal producer error {code:?}: {reason}"
-            )));
-        }
-        match self.producer.context().failure.lock() {
-            Ok(mut f) => match f.take() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            },
-            Err(_) => Err(SinkError::Setup("delivery state poisoned".into())),
-        }
-    }
-
-    /// Whether the soft in-flight bound (messages and bytes) has room for more.
-    pub fn has_room(&self) -> bool {
-        self.producer
-            .context()
-            .acks
-            .lock()
-            .map(|a| {
-                self.held.is_empty()
-                    && a.in_flight() < self.max_in_flight
-                    && a.in_flight_bytes() < SOFT_BYTES
-            })
-            .unwrap_or(true)
-    }
-
     fn in_flight(&self) -> u64 {
         self.producer
             .context()
@@ -567,25 +442,6 @@ impl KafkaSink {
             .lock()
             .map(|a| a.in_flight())
             .unwrap_or(0)
-    }
-
-    /// Queues a message, waiting only while librdkafka's own queue is full. A message
-    /// for a topic that does not exist is held (see [`KafkaSink::release_held`]).
-    pub fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
-        match self.producer.context().acks.lock() {
-            Ok(mut a) => a.sent(m.txn, message_bytes(m.payload.len(), m.key.as_deref())),
-            Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
-        }
-        if self.held.is_empty() && self.known.contains(&m.topic) {
-            return self.produce(m);
-        }
-        if self.held.is_empty() {
-            self.held_logged = None;
-            self.retry_at = Instant::now();
-        }
-        self.held.push_back(m);
-        self.release_held()?;
-        self.check()
     }
 
     fn produce(&mut self, m: OutMessage) -> Result<(), SinkError> {
@@ -634,34 +490,154 @@ impl KafkaSink {
         }
         self.check()
     }
+}
 
-    /// Messages refused as too large since the last call (see [`Refused`]).
-    pub fn take_refused(&mut self) -> Vec<Refused> {
-        self.producer
-            .context()
-            .refused
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q))
-            .unwrap_or_default()
+impl Publisher for KafkaSink {
+    /// Fails naming the first topic that does not exist.
+    fn check_topics(&self, topics: &[String]) -> Result<(), SinkError> {
+        for t in topics {
+            match topic_exists(&self.producer, t, Duration::from_secs(10)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(SinkError::MissingTopic {
+                        topic: t.clone(),
+                        context: None,
+                    });
+                }
+                Err(e) => {
+                    return Err(SinkError::Setup(format!(
+                        "cannot read metadata of topic `{t}`: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
-
-    /// A refused message's policy was applied: it leaves the window.
-    pub fn settle(&mut self, r: &Refused) {
-        if let Ok(mut a) = self.producer.context().acks.lock() {
-            a.settled(r.txn, r.in_flight_bytes);
+    /// Whether messages are held and a lookup said why (what [`KafkaSink::waiting_for`]
+    /// describes), without building the description.
+    fn holding(&self) -> bool {
+        !self.held.is_empty() && self.held_because.is_some()
+    }
+    /// The topic held messages wait for, if a lookup said it is missing or could not be
+    /// made.
+    fn waiting_for(&self) -> Option<SinkError> {
+        let m = self.held.front()?;
+        match self.held_because.as_ref()? {
+            SinkError::MissingTopic { topic, .. } => {
+                let module = m
+                    .header("sluice.module")
+                    .map(|v| format!("routed by module `{}`, ", String::from_utf8_lossy(v)))
+                    .unwrap_or_default();
+                Some(SinkError::MissingTopic {
+                    topic: topic.clone(),
+                    context: Some(format!(
+                        "{module}{} message(s) held from binlog position {}; nothing after it is published until it exists",
+                        self.held.len(),
+                        m.position()
+                    )),
+                })
+            }
+            other => Some(SinkError::Setup(other.to_string())),
         }
     }
-
+    /// Moves held messages along: takes a lookup's answer, produces what is held (in
+    /// order) once its topic is known, starts the next lookup when one is due.
+    fn release_held(&mut self) -> Result<(), SinkError> {
+        if let Some(l) = &self.lookup {
+            let answer = match l.answer.try_recv() {
+                Ok(a) => a,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail))
+                }
+            };
+            let topic = l.topic.clone();
+            self.lookup = None;
+            match answer {
+                Ok(true) => {
+                    if self.held_because.take().is_some() {
+                        tracing::info!(message = "Topic found; publishing held messages.", topic = %topic);
+                    }
+                    self.known.insert(topic);
+                }
+                Ok(false) => self.hold_because(SinkError::MissingTopic {
+                    topic: topic.to_string(),
+                    context: None,
+                }),
+                Err(e) => self.hold_because(SinkError::Setup(format!(
+                    "cannot look up topic `{topic}`: {e}"
+                ))),
+            }
+        }
+        while let Some(m) = self.held.front() {
+            if !self.known.contains(&m.topic) {
+                if self.lookup.is_none() && Instant::now() >= self.retry_at {
+                    let topic = m.topic.clone();
+                    self.look_up(topic);
+                }
+                return Ok(());
+            }
+            if let Some(m) = self.held.pop_front() {
+                self.produce(m)?;
+            }
+        }
+        Ok(())
+    }
+    /// Fails if a delivery or the producer failed.
+    fn check(&self) -> Result<(), SinkError> {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Err(SinkError::Setup(format!(
+                "fatal producer error {code:?}: {reason}"
+            )));
+        }
+        match self.producer.context().failure.lock() {
+            Ok(mut f) => match f.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            },
+            Err(_) => Err(SinkError::Setup("delivery state poisoned".into())),
+        }
+    }
+    /// Whether the soft in-flight bound (messages and bytes) has room for more.
+    fn has_room(&self) -> bool {
+        self.producer
+            .context()
+            .acks
+            .lock()
+            .map(|a| {
+                self.held.is_empty()
+                    && a.in_flight() < self.max_in_flight
+                    && a.in_flight_bytes() < SOFT_BYTES
+            })
+            .unwrap_or(true)
+    }
+    /// Queues a message, waiting only while librdkafka's own queue is full. A message
+    /// for a topic that does not exist is held (see [`KafkaSink::release_held`]).
+    fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
+        match self.producer.context().acks.lock() {
+            Ok(mut a) => a.sent(m.txn, message_bytes(m.payload.len(), m.key.as_deref())),
+            Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
+        }
+        if self.held.is_empty() && self.known.contains(&m.topic) {
+            return self.produce(m);
+        }
+        if self.held.is_empty() {
+            self.held_logged = None;
+            self.retry_at = Instant::now();
+        }
+        self.held.push_back(m);
+        self.release_held()?;
+        self.check()
+    }
     /// Marks transaction `txn`, first seen at `seen`, complete.
-    pub fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
+    fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
         if let Ok(mut a) = self.producer.context().acks.lock() {
             a.committed(txn, cp, seen);
         }
         self.check()
     }
-
     /// The newest acknowledged boundary.
-    pub fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+    fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         self.check()?;
         Ok(self
             .producer
@@ -671,10 +647,9 @@ impl KafkaSink {
             .ok()
             .and_then(|a| a.safe().cloned()))
     }
-
     /// Waits for every in-flight message's delivery report. Held messages are not
     /// waited for: they are an error naming their topic once the rest is acknowledged.
-    pub fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
+    fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
         let start = Instant::now();
         loop {
             self.release_held()?;
@@ -704,14 +679,44 @@ impl KafkaSink {
             None => Ok(()),
         }
     }
-
     /// (in flight, acknowledged).
-    pub fn counts(&self) -> (u64, u64) {
+    fn counts(&self) -> (u64, u64) {
         self.producer
             .context()
             .acks
             .lock()
             .map(|a| (a.in_flight(), a.acked_total()))
             .unwrap_or((0, 0))
+    }
+    /// Messages refused as too large since the last call (see [`Refused`]).
+    fn take_refused(&mut self) -> Vec<Refused> {
+        self.producer
+            .context()
+            .refused
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+    /// A refused message's policy was applied: it leaves the window.
+    fn settle(&mut self, r: &Refused) {
+        if let Ok(mut a) = self.producer.context().acks.lock() {
+            a.settled(r.txn, r.in_flight_bytes);
+        }
+    }
+    /// A topic creator using the producer's connection settings.
+    fn topic_admin(&self) -> Option<Box<dyn TopicAdmin>> {
+        let mut client = ClientConfig::new();
+        // Only connection settings: the admin client rejects producer properties.
+        for (k, v) in self.client.config_map() {
+            if k == "bootstrap.servers"
+                || k.starts_with("security.")
+                || k.starts_with("sasl.")
+                || k.starts_with("ssl.")
+                || k == "client.id"
+            {
+                client.set(k, v);
+            }
+        }
+        Some(Box::new(TopicCreator { client }))
     }
 }
