@@ -1071,7 +1071,12 @@ enum Wake {
 }
 
 /// How often a pipeline waiting for room in the sink's window looks again.
+/// It starts at 1 ms and doubles while the window stays full, up to
+/// [`WINDOW_POLL_MAX`]: a broker that is down for long costs a few hundred wake-ups a
+/// second, not a thousand, and a window that frees up within a millisecond or two is
+/// still noticed at once.
 const WINDOW_POLL: Duration = Duration::from_millis(1);
+const WINDOW_POLL_MAX: Duration = Duration::from_millis(4);
 
 async fn run_once(
     cfg: &Config,
@@ -1185,6 +1190,7 @@ async fn run_once(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(cfg.checkpoint_interval);
     let mut last_poll = Instant::now();
+    let mut window_poll = WINDOW_POLL;
     let result: anyhow::Result<()> = loop {
         let paused = *pause.borrow_and_update();
         // A full sink window stops reading, not the loop: acknowledged checkpoints are
@@ -1199,12 +1205,17 @@ async fn run_once(
             _ = pause.changed() => Wake::Pause,
             _ = hup.recv() => Wake::Hangup,
             _ = tick.tick() => Wake::Tick,
-            _ = tokio::time::sleep(WINDOW_POLL), if !room => Wake::WindowPoll,
+            _ = tokio::time::sleep(window_poll), if !room => Wake::WindowPoll,
             item = rx.recv(), if !paused && room => Wake::Item(item),
         };
         // Where the time went while nothing was being processed: held back by the sink,
         // or waiting on the source. Paused time is neither.
         let waited = waiting_since.elapsed().as_secs_f64();
+        window_poll = match wake {
+            Wake::WindowPoll => (window_poll * 2).min(WINDOW_POLL_MAX),
+            _ if room => WINDOW_POLL,
+            _ => window_poll,
+        };
         if !room {
             metrics::global().window_full_seconds.inc_by(waited);
         } else if !paused {

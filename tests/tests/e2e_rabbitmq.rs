@@ -228,3 +228,108 @@ async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Every node down for a while: the agent neither spins nor loses anything. Its
+/// window fills and reading waits; once the nodes are back it publishes the
+/// unconfirmed messages again and everything written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_nodes_down_backpressure_then_resume() {
+    use mysql_async::prelude::Queryable;
+    let _guard = CLUSTER.lock().await;
+    require_cluster();
+    let qs = queues(&["rdown.t"], 2);
+    sluice_tests::rabbit::setup("sluice.rdown", &qs);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS rdown").await;
+    exec(&mut db, "CREATE DATABASE rdown").await;
+    exec(
+        &mut db,
+        "CREATE TABLE rdown.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    let dir = sluice_tests::scratch_dir("rabbit-down");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['rdown\\..*']\n\
+             [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\
+             \"canal.mq.topic\" = \"rdown.t\"\n\"canal.mq.partitionsNum\" = \"2\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
+             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            source_toml(&srv, 4_600_004),
+            env!("GUEST_CANAL_COMPAT"),
+            // A small window: the outage fills it and the reader waits.
+            sink_toml("sluice.rdown", "").replace("[sink.rabbitmq]", "max_in_flight = 100\n[sink.rabbitmq]"),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let pid = agent.pid();
+    let ids = |msgs: &[sluice_tests::agent::Published]| -> std::collections::BTreeSet<u64> {
+        msgs.iter()
+            .flat_map(|m| m.value["data"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["id"].as_str().and_then(|s| s.parse().ok()))
+            .collect()
+    };
+    let insert = async |db: &mut mysql_async::Conn, from: u64, to: u64| {
+        for start in (from..to).step_by(10) {
+            let rows: Vec<String> = (start..start + 10)
+                .map(|i| format!("({i}, 'v{i}')"))
+                .collect();
+            db.query_drop(format!("INSERT INTO rdown.t VALUES {}", rows.join(",")))
+                .await
+                .expect("insert");
+        }
+    };
+    let wait_rows = |n: usize, what: &str| {
+        let t = Instant::now();
+        while ids(&consumer.read()).len() < n {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{what}: {} of {n} rows",
+                ids(&consumer.read()).len()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    insert(&mut db, 0, 1000).await;
+    wait_rows(1000, "before the outage");
+    cluster(&["stop"]);
+    // 3,000 rows written while no node answers: 300 transactions, three times the
+    // window of 100 messages.
+    insert(&mut db, 1000, 4000).await;
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu = cpu_seconds(pid) - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    eprintln!("all nodes down: the agent used {cpu:.2} CPU s in {wall:.1} s");
+    assert!(
+        cpu < 0.1 * wall,
+        "the agent spun while every node was down: {cpu:.2} CPU s in {wall:.1} s"
+    );
+    // The node that stopped last starts first (RabbitMQ's rule), then the others.
+    for n in ["1", "2", "3"] {
+        cluster(&["start-node", n]);
+    }
+    wait_rows(4000, "after the nodes came back");
+    let got = ids(&consumer.read());
+    assert_eq!(got.len(), 4000);
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
