@@ -14,18 +14,7 @@ ROWS="${1:-1000000}"
 REPEAT="${REPEAT:-3}"
 
 source bench/services.sh
-sql -e "CREATE DATABASE IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.t10;
-CREATE TABLE bench.t10 (id BIGINT PRIMARY KEY, a INT, b BIGINT, c VARCHAR(32), d DECIMAL(12,2),
-  e DATETIME(3), f DOUBLE, g TINYINT, h VARCHAR(64), i DATE) DEFAULT CHARSET=utf8mb4;"
-read -r FILE POS _ < <(sql -e "SHOW MASTER STATUS")
-echo "writing $ROWS rows from $FILE:$POS ..." >&2
-for ((s = 1; s <= ROWS; s += 10000)); do
-    e=$((s + 9999)); [ "$e" -gt "$ROWS" ] && e=$ROWS
-    echo "INSERT INTO bench.t10 SELECT seq, seq * 7, seq * 1000003, CONCAT('name-', seq),
-      seq / 100, '2024-01-01 00:00:00' + INTERVAL seq SECOND, seq / 3, seq % 128, MD5(seq),
-      '2024-01-01' + INTERVAL (seq % 1000) DAY FROM bench.seq_${s}_to_${e};"
-done | sql
-read -r END_FILE END_POS _ < <(sql -e "SHOW MASTER STATUS")
+write_backlog "$ROWS"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -68,25 +57,15 @@ TOML
         fi
         echo "$sink"
     } >"$WORK/sluice.toml"
-    local t0 t1 broker_pid broker0 db0
+    local broker_pid broker0 db0 wall cpu rss
     broker_pid=$(scripts/tansu.sh pid)
     broker0=$(cpu_ticks "$broker_pid"); db0=$(cpu_ticks "$DB_PID")
-    t0=$(date +%s.%N)
-    /usr/bin/time -f "%U %S %M" -o "$WORK/time" "$SLUICE" run -c "$WORK/sluice.toml" 2>"$WORK/log" &
-    local pid=$!
-    # Done when the checkpoint reaches the end of the backlog.
-    while ! grep -q "\"position\":$END_POS" "$WORK/cp" 2>/dev/null; do
-        if ! kill -0 $pid 2>/dev/null; then cat "$WORK/log" >&2; exit 1; fi
-        sleep 0.05
-    done
-    t1=$(date +%s.%N)
+    read -r wall cpu rss < <(drain_backlog "$WORK/sluice.toml" "$WORK/cp")
+    [ -n "${rss:-}" ] || { echo "e2e.sh: the $name run failed" >&2; exit 1; }
     local broker_cpu db_cpu
     broker_cpu=$(echo "($(cpu_ticks "$broker_pid") - $broker0) / $TICK" | bc -l)
     db_cpu=$(echo "($(cpu_ticks "$DB_PID") - $db0) / $TICK" | bc -l)
-    pkill -TERM -P $pid sluice 2>/dev/null || kill -TERM $pid
-    wait $pid || true
-    read -r user sys rss <"$WORK/time"
-    echo "$name $(echo "$t1 - $t0" | bc) $(echo "$user + $sys" | bc) $rss $broker_cpu $db_cpu"
+    echo "$name $wall $cpu $rss $broker_cpu $db_cpu"
 }
 
 KAFKA="[sink]

@@ -172,6 +172,17 @@ pub struct Published {
     pub value: serde_json::Value,
 }
 
+/// A JSON object of string values as a header map (other values as empty strings).
+pub fn headers_of(v: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    v.as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads the local sink's file; a torn last line (kill -9 mid-write) is skipped.
 pub fn read_file_sink(path: &Path) -> Vec<Published> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -183,14 +194,7 @@ pub fn read_file_sink(path: &Path) -> Vec<Published> {
         out.push(Published {
             topic: v["topic"].as_str().unwrap_or_default().to_string(),
             partition: v["partition"].as_i64().unwrap_or(-1) as i32,
-            headers: v["headers"]
-                .as_object()
-                .map(|h| {
-                    h.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: headers_of(&v["headers"]),
             value: v["value"].clone(),
         });
     }

@@ -145,14 +145,7 @@ fn read_lines(path: &Path) -> Vec<Published> {
         out.push(Published {
             topic,
             partition,
-            headers: v["headers"]
-                .as_object()
-                .map(|h| {
-                    h.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: crate::agent::headers_of(&v["headers"]),
             value: serde_json::from_str(v["body"].as_str().unwrap_or_default())
                 .unwrap_or(serde_json::Value::Null),
         });

@@ -32,6 +32,60 @@ fn sink_toml(exchange: &str, extra: &str) -> String {
     )
 }
 
+/// A database `db` with one table `t (id BIGINT PRIMARY KEY, v VARCHAR(20))`, quorum
+/// queues `db.t.0` and `db.t.1` bound to exchange `sluice.db`, a pika consumer of them,
+/// and a config publishing `db.t` through canal-compat (two partitions) with `sink_extra`
+/// added to `[sink]`. Returns (scratch dir, config, consumer, database connection).
+async fn one_table(
+    srv: &sluice_tests::live::Server,
+    db_name: &str,
+    server_id: u32,
+    sink_extra: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Consumer,
+    mysql_async::Conn,
+) {
+    let qs = queues(&[&format!("{db_name}.t")], 2);
+    let exchange = format!("sluice.{db_name}");
+    sluice_tests::rabbit::setup(&exchange, &qs);
+    let mut db = srv.admin().await;
+    exec(&mut db, &format!("DROP DATABASE IF EXISTS {db_name}")).await;
+    exec(&mut db, &format!("CREATE DATABASE {db_name}")).await;
+    exec(
+        &mut db,
+        &format!("CREATE TABLE {db_name}.t (id BIGINT PRIMARY KEY, v VARCHAR(20))"),
+    )
+    .await;
+    let dir = sluice_tests::scratch_dir(&format!("rabbit-{db_name}"));
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['{db_name}\\..*']\n\
+             [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\
+             \"canal.mq.topic\" = \"{db_name}.t\"\n\"canal.mq.partitionsNum\" = \"2\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
+             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            source_toml(srv, server_id),
+            env!("GUEST_CANAL_COMPAT"),
+            sink_toml(&exchange, "").replace("[sink.rabbitmq]", &format!("{sink_extra}[sink.rabbitmq]")),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
+    (dir, config, consumer, db)
+}
+
+/// The `id`s of every row the messages carry.
+fn ids(msgs: &[sluice_tests::agent::Published]) -> std::collections::BTreeSet<u64> {
+    msgs.iter()
+        .flat_map(|m| m.value["data"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["id"].as_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_sink_survives_kill9() {
     let _guard = CLUSTER.lock().await;
@@ -88,43 +142,11 @@ async fn a_node_stopped_mid_stream_loses_nothing() {
     use mysql_async::prelude::Queryable;
     let _guard = CLUSTER.lock().await;
     require_cluster();
-    let qs = queues(&["rfail.t"], 2);
-    sluice_tests::rabbit::setup("sluice.rfail", &qs);
     let srv = server();
-    let mut db = srv.admin().await;
-    exec(&mut db, "DROP DATABASE IF EXISTS rfail").await;
-    exec(&mut db, "CREATE DATABASE rfail").await;
-    exec(
-        &mut db,
-        "CREATE TABLE rfail.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
-    )
-    .await;
-    let dir = sluice_tests::scratch_dir("rabbit-failover");
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}include = ['rfail\\..*']\n\
-             [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\
-             \"canal.mq.topic\" = \"rfail.t\"\n\"canal.mq.partitionsNum\" = \"2\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
-             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            source_toml(&srv, 4_600_002),
-            env!("GUEST_CANAL_COMPAT"),
-            sink_toml("sluice.rfail", ""),
-            dir.join("cp").display()
-        ),
-    )
-    .expect("config");
-    let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
+    let (dir, config, consumer, mut db) = one_table(&srv, "rfail", 4_600_002, "").await;
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
-    let ids = |msgs: &[sluice_tests::agent::Published]| -> std::collections::BTreeSet<u64> {
-        msgs.iter()
-            .flat_map(|m| m.value["data"].as_array().cloned().unwrap_or_default())
-            .filter_map(|r| r["id"].as_str().and_then(|s| s.parse().ok()))
-            .collect()
-    };
     const ROWS: u64 = 20_000;
     let mut stopped = false;
     for start in (0..ROWS).step_by(100) {
@@ -248,45 +270,14 @@ async fn all_nodes_down_backpressure_then_resume() {
     use mysql_async::prelude::Queryable;
     let _guard = CLUSTER.lock().await;
     require_cluster();
-    let qs = queues(&["rdown.t"], 2);
-    sluice_tests::rabbit::setup("sluice.rdown", &qs);
     let srv = server();
-    let mut db = srv.admin().await;
-    exec(&mut db, "DROP DATABASE IF EXISTS rdown").await;
-    exec(&mut db, "CREATE DATABASE rdown").await;
-    exec(
-        &mut db,
-        "CREATE TABLE rdown.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
-    )
-    .await;
-    let dir = sluice_tests::scratch_dir("rabbit-down");
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}include = ['rdown\\..*']\n\
-             [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\
-             \"canal.mq.topic\" = \"rdown.t\"\n\"canal.mq.partitionsNum\" = \"2\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
-             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            source_toml(&srv, 4_600_004),
-            env!("GUEST_CANAL_COMPAT"),
-            // A small window: the outage fills it and the reader waits.
-            sink_toml("sluice.rdown", "").replace("[sink.rabbitmq]", "max_in_flight = 100\n[sink.rabbitmq]"),
-            dir.join("cp").display()
-        ),
-    )
-    .expect("config");
-    let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
+    // A small window: the outage fills it and the reader waits.
+    let (dir, config, consumer, mut db) =
+        one_table(&srv, "rdown", 4_600_004, "max_in_flight = 100\n").await;
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
     let pid = agent.pid();
-    let ids = |msgs: &[sluice_tests::agent::Published]| -> std::collections::BTreeSet<u64> {
-        msgs.iter()
-            .flat_map(|m| m.value["data"].as_array().cloned().unwrap_or_default())
-            .filter_map(|r| r["id"].as_str().and_then(|s| s.parse().ok()))
-            .collect()
-    };
     let insert = async |db: &mut mysql_async::Conn, from: u64, to: u64| {
         for start in (from..to).step_by(10) {
             let rows: Vec<String> = (start..start + 10)

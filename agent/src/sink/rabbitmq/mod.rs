@@ -495,9 +495,8 @@ async fn publish(
         mandatory: true,
         ..Default::default()
     };
-    let mut confirms = FuturesOrdered::new();
-    for m in unconfirmed.iter() {
-        match channel
+    let send = async |m: &Outgoing| {
+        channel
             .basic_publish(
                 cfg.exchange.as_str().into(),
                 m.routing_key.clone(),
@@ -506,7 +505,10 @@ async fn publish(
                 m.properties.clone(),
             )
             .await
-        {
+    };
+    let mut confirms = FuturesOrdered::new();
+    for m in unconfirmed.iter() {
+        match send(m).await {
             Ok(c) => confirms.push_back(c),
             Err(e) => return Ended::Retry(format!("publishing: {e}")),
         }
@@ -569,16 +571,7 @@ async fn publish(
             }
             next = rx.recv() => {
                 let Some(m) = next else { return Ended::Stop };
-                match channel
-                    .basic_publish(
-                        cfg.exchange.as_str().into(),
-                        m.routing_key.clone(),
-                        options,
-                        &m.payload,
-                        m.properties.clone(),
-                    )
-                    .await
-                {
+                match send(&m).await {
                     Ok(c) => {
                         confirms.push_back(c);
                         unconfirmed.push_back(m);
