@@ -224,7 +224,16 @@ fn parse_offset(s: &str) -> Result<i32, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    // lapin logs every returned (unroutable) message whole, payload bytes included, at
+    // warn: one per message, as large as the message. Sluice reports those itself (the
+    // module's policy), so lapin's are kept to errors unless RUST_LOG names lapin.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let filter = if filter.contains("lapin") {
+        filter
+    } else {
+        format!("{filter},lapin::returned_messages=error")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = cli.log_format == LogFormat::Json;
     if json {

@@ -632,13 +632,15 @@ impl Run<'_> {
                 RefusalReason::TooLarge => self.oversize_action(&r.module, was_dead_letter),
                 // Unroutable: the module's policy alone (the sink's oversize policy is
                 // about size).
-                RefusalReason::Unroutable => match self.module_policy(&r.module) {
-                    Some(Policy::Skip) => OversizeAction::Skip,
-                    Some(Policy::DeadLetter(t)) if !was_dead_letter => {
-                        OversizeAction::DeadLetter(t)
+                RefusalReason::Unroutable | RefusalReason::Rejected => {
+                    match self.module_policy(&r.module) {
+                        Some(Policy::Skip) => OversizeAction::Skip,
+                        Some(Policy::DeadLetter(t)) if !was_dead_letter => {
+                            OversizeAction::DeadLetter(t)
+                        }
+                        _ => OversizeAction::Halt,
                     }
-                    _ => OversizeAction::Halt,
-                },
+                }
             };
             let action = match action {
                 // A reference refused in turn must not be referred again.
@@ -646,6 +648,13 @@ impl Run<'_> {
                 a => a,
             };
             match action {
+                OversizeAction::Halt if r.reason == RefusalReason::Rejected => {
+                    return Err(SinkError::Rejected {
+                        topic: r.topic,
+                        position: r.position,
+                        detail: r.detail,
+                    });
+                }
                 OversizeAction::Halt if r.reason == RefusalReason::Unroutable => {
                     return Err(SinkError::Unroutable {
                         position: r.position,
@@ -664,6 +673,7 @@ impl Run<'_> {
                     let what = match r.reason {
                         RefusalReason::TooLarge => "skip-oversize",
                         RefusalReason::Unroutable => "skip-unroutable",
+                        RefusalReason::Rejected => "skip-rejected",
                     };
                     metrics::global().module(&r.module, &version).action(what);
                     tracing::warn!(

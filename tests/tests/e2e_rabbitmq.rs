@@ -324,3 +324,121 @@ async fn all_nodes_down_backpressure_then_resume() {
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Messages AMQP or the broker cannot take, each through the module's policy (here
+/// `skip`) instead of a reconnect loop or an exit: a 200 kB key (AMQP carries headers,
+/// and so the key, in one frame) is refused before it is sent; a 150 kB row while the
+/// nodes' `max_message_size` is 100 kB makes every node close the connection, which
+/// the publisher counts and then hands the message to its policy. Rows after each are
+/// published and the checkpoint reaches the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_no_node_takes_go_through_the_module_policy() {
+    use mysql_async::prelude::Queryable;
+    let _guard = CLUSTER.lock().await;
+    require_cluster();
+    let set_max = |bytes: u64| {
+        for n in ["1", "2", "3"] {
+            cluster(&[
+                "ctl",
+                n,
+                "eval",
+                &format!("application:set_env(rabbit, max_message_size, {bytes})."),
+            ]);
+        }
+    };
+    // The hostile module's decisions carry no partition; canal-compat's say 0.
+    let qs = vec!["ok.".to_string(), "maxsize.t.0".to_string()];
+    sluice_tests::rabbit::setup("sluice.maxsize", &qs);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS maxsize").await;
+    exec(&mut db, "CREATE DATABASE maxsize").await;
+    exec(
+        &mut db,
+        "CREATE TABLE maxsize.bigkey (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    exec(
+        &mut db,
+        "CREATE TABLE maxsize.t (id BIGINT PRIMARY KEY, v LONGTEXT)",
+    )
+    .await;
+    let dir = sluice_tests::scratch_dir("rabbit-maxsize");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['maxsize\\..*']\n\
+             [[modules]]\nname = \"big\"\nfile = \"{}\"\ntopics = [\"ok\"]\non_error = \"skip\"\n\
+             [modules.config]\nmode = \"bigkey\"\nsize = \"200000\"\ntrigger = \"7\"\n\n\
+             [[modules]]\nname = \"canal\"\nfile = \"{}\"\non_error = \"skip\"\n\
+             [modules.config]\n\"canal.mq.topic\" = \"maxsize.t\"\n\
+             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            source_toml(&srv, 4_600_005),
+            env!("GUEST_HOSTILE"),
+            env!("GUEST_CANAL_COMPAT"),
+            sink_toml("sluice.maxsize", ""),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
+    // Nodes take the limit into connections opened after it is set.
+    set_max(100_000);
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &srv.repl.1)]);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let end = async |db: &mut mysql_async::Conn| -> Option<u64> {
+        let rows: Vec<mysql_async::Row> = db.query("SHOW MASTER STATUS").await.expect("status");
+        rows.first().and_then(|r| r.get(1))
+    };
+    let cp = || -> Option<u64> {
+        let t = std::fs::read_to_string(dir.join("cp")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&t).ok()?["position"].as_u64()
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // A 200 kB key (the hostile module's trigger, id 7), then an ordinary row.
+    exec(&mut db, "INSERT INTO maxsize.bigkey VALUES (7)").await;
+    exec(&mut db, "INSERT INTO maxsize.t VALUES (1, 'small')").await;
+    wait("the row after the big key", &|| {
+        ids(&consumer.read()).contains(&1)
+    });
+    // A 150 kB value while every node takes at most 100 kB, then an ordinary row.
+    exec(
+        &mut db,
+        "INSERT INTO maxsize.t VALUES (2, REPEAT('x', 150000))",
+    )
+    .await;
+    exec(&mut db, "INSERT INTO maxsize.t VALUES (3, 'small')").await;
+    let last = end(&mut db).await;
+    wait("the row after the one no node takes", &|| {
+        ids(&consumer.read()).contains(&3)
+    });
+    wait("the checkpoint at the end", &|| cp() == last);
+    set_max(134_217_728);
+    let got = ids(&consumer.read());
+    assert!(
+        !got.contains(&2),
+        "the 150 kB row was skipped, not published: {got:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("AMQP carries them in one frame"), "{text}");
+    assert!(text.contains("every node closed the connection"), "{text}");
+    // The big key once; the 150 kB row from each module (both route it).
+    let skipped = text
+        .matches("Message the broker refused skipped by its module's policy")
+        .count();
+    assert_eq!(skipped, 3, "{text}");
+    assert!(
+        !text.contains("NO_ROUTE"),
+        "every routing key here has a queue:\n{text}"
+    );
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -75,6 +75,8 @@ pub enum RefusalReason {
     TooLarge,
     /// No queue is bound for its routing key (RabbitMQ returned it: `mandatory`).
     Unroutable,
+    /// Every node closes the connection whenever it is published.
+    Rejected,
 }
 
 /// A message the broker refused for good: too large (its limit below
@@ -182,6 +184,19 @@ pub enum SinkError {
         /// The deciding module (empty: none).
         module: String,
         /// Exchange, routing key and the broker's words.
+        detail: String,
+    },
+    /// A message every node refuses for good (closing the connection whenever it is
+    /// published) and its module's policy is to halt.
+    #[error(
+        "the broker refuses the message for `{topic}` at {position} for good: {detail}; set the module's on_error to skip or dead-letter to let it through its policy"
+    )]
+    Rejected {
+        /// Topic.
+        topic: String,
+        /// Event position.
+        position: String,
+        /// What the broker said.
         detail: String,
     },
     /// A topic does not exist on the broker, and Sluice does not create topics.

@@ -39,6 +39,9 @@ use crate::event::Checkpoint;
 
 /// The soft bound on bytes in flight.
 const SOFT_BYTES: u64 = 12 << 20;
+/// Headers (and the key, carried as one) beyond this are refused: AMQP sends a
+/// message's properties in a single frame, and RabbitMQ's frames are 128 KiB.
+const MAX_HEADER_BYTES: usize = 64 << 10;
 /// The longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -176,6 +179,60 @@ impl Publisher for RabbitSink {
             &text("sluice.table"),
             m.partition,
         );
+        // What AMQP cannot carry is refused here, before it reaches a connection: the
+        // broker would close the connection each time it is published (a loop).
+        let header_bytes: usize = m
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>()
+            + m.key.as_ref().map_or(0, |k| k.len() + 16);
+        let cannot = if header_bytes > MAX_HEADER_BYTES {
+            Some((
+                RefusalReason::TooLarge,
+                format!(
+                    "its headers and key are {header_bytes} bytes; AMQP carries them in one frame, \
+                     so at most {MAX_HEADER_BYTES} are sent"
+                ),
+            ))
+        } else if routing_key.len() > 255 {
+            Some((
+                RefusalReason::Unroutable,
+                format!(
+                    "its routing key is {} bytes, over AMQP's 255 (sink.rabbitmq.routing_key)",
+                    routing_key.len()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, detail)) = cannot {
+            match self.shared.acks.lock() {
+                Ok(mut a) => a.sent(m.txn, bytes),
+                Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
+            }
+            let r = Refused {
+                txn: m.txn,
+                reason,
+                topic: m.topic.to_string(),
+                position: m.position(),
+                module: text("sluice.module"),
+                headers: m
+                    .headers
+                    .iter()
+                    .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect(),
+                payload_bytes: m.payload.len(),
+                key_bytes: m.key.as_ref().map_or(0, Vec::len),
+                in_flight_bytes: bytes,
+                detail,
+            };
+            if let Ok(mut q) = self.shared.refused.lock() {
+                q.push(r);
+            }
+            return self.check();
+        }
         let mut table = FieldTable::default();
         for (k, v) in &m.headers {
             table.insert(
@@ -298,6 +355,8 @@ async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut node = 0usize;
     let mut logged_down = false;
+    // Connections in a row that ended before a single confirm.
+    let mut stuck = 0usize;
     loop {
         let addr = cfg.addresses[node % cfg.addresses.len()].clone();
         node += 1;
@@ -343,7 +402,17 @@ async fn run(
         shared
             .connected
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let ended = publish(&cfg, &shared, &channel, &mut rx, &mut unconfirmed, &stop).await;
+        let mut progressed = false;
+        let ended = publish(
+            &cfg,
+            &shared,
+            &channel,
+            &mut rx,
+            &mut unconfirmed,
+            &stop,
+            &mut progressed,
+        )
+        .await;
         shared
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -355,6 +424,32 @@ async fn run(
                 return;
             }
             Ended::Retry(why) => {
+                // Every node accepting the connection and then failing before confirming
+                // anything, again and again: a message no node takes. Publishing it
+                // again would loop for ever; stop, naming it.
+                stuck = if progressed || unconfirmed.is_empty() {
+                    0
+                } else {
+                    stuck + 1
+                };
+                if stuck >= 2 * cfg.addresses.len()
+                    && let Some(m) = unconfirmed.pop_front()
+                {
+                    stuck = 0;
+                    tracing::error!(
+                        message = "Every RabbitMQ node closes the connection when this message is published; handing it to its module's policy.",
+                        error = %why,
+                    );
+                    let r = refused_from(
+                        m,
+                        RefusalReason::Rejected,
+                        format!("every node closed the connection before confirming it: {why}"),
+                    );
+                    if let Ok(mut q) = shared.refused.lock() {
+                        q.push(r);
+                    }
+                    continue;
+                }
                 tracing::warn!(
                     message = "RabbitMQ connection lost; reconnecting (unconfirmed messages are kept and published again).",
                     node = %addr,
@@ -481,6 +576,36 @@ fn classify_connect(cfg: &RabbitConfig, e: &lapin::Error) -> Ended {
     Ended::Retry(text)
 }
 
+/// A message handed back to the pipeline for its policy.
+fn refused_from(m: Outgoing, reason: RefusalReason, detail: String) -> Refused {
+    let header = |name: &str| {
+        m.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    Refused {
+        txn: m.txn,
+        reason,
+        position: header(super::POSITION_HEADER),
+        module: header("sluice.module"),
+        topic: m.topic,
+        payload_bytes: m.payload.len(),
+        key_bytes: m.key_bytes,
+        in_flight_bytes: m.bytes,
+        headers: m.headers,
+        detail,
+    }
+}
+
+/// A failure while publishing: reconnect. A message no node takes (over the broker's
+/// `max_message_size`, say) is caught by the run loop's count of connections that end
+/// before a confirm, and handed to its policy.
+fn failed(doing: &str, e: &lapin::Error) -> Ended {
+    Ended::Retry(format!("{doing}: {e}"))
+}
+
 /// Publishes on one channel until it fails: first what is unconfirmed, then new
 /// messages, taking confirms in order.
 async fn publish(
@@ -490,6 +615,7 @@ async fn publish(
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     unconfirmed: &mut VecDeque<Outgoing>,
     stop: &CancellationToken,
+    progressed: &mut bool,
 ) -> Ended {
     let options = BasicPublishOptions {
         mandatory: true,
@@ -510,7 +636,7 @@ async fn publish(
     for m in unconfirmed.iter() {
         match send(m).await {
             Ok(c) => confirms.push_back(c),
-            Err(e) => return Ended::Retry(format!("publishing: {e}")),
+            Err(e) => return failed("publishing", &e),
         }
     }
     loop {
@@ -518,6 +644,9 @@ async fn publish(
             biased;
             _ = stop.cancelled() => return Ended::Stop,
             Some(confirmation) = confirms.next() => {
+                if matches!(confirmation, Ok(Confirmation::Ack(_))) {
+                    *progressed = true;
+                }
                 let Some(m) = unconfirmed.pop_front() else {
                     return Ended::Retry("a confirm without a message".into());
                 };
@@ -528,31 +657,11 @@ async fn publish(
                         }
                     }
                     Ok(Confirmation::Ack(Some(returned))) => {
-                        let refused = Refused {
-                            txn: m.txn,
-                            reason: RefusalReason::Unroutable,
-                            position: m
-                                .headers
-                                .iter()
-                                .find(|(k, _)| k == super::POSITION_HEADER)
-                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default(),
-                            module: m
-                                .headers
-                                .iter()
-                                .find(|(k, _)| k == "sluice.module")
-                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default(),
-                            topic: m.topic,
-                            headers: m.headers,
-                            payload_bytes: m.payload.len(),
-                            key_bytes: m.key_bytes,
-                            in_flight_bytes: m.bytes,
-                            detail: format!(
-                                "exchange `{}` returned it as unroutable with routing key `{}` ({} {})",
-                                cfg.exchange, m.routing_key, returned.reply_code, returned.reply_text
-                            ),
-                        };
+                        let detail = format!(
+                            "exchange `{}` returned it as unroutable with routing key `{}` ({} {})",
+                            cfg.exchange, m.routing_key, returned.reply_code, returned.reply_text
+                        );
+                        let refused = refused_from(m, RefusalReason::Unroutable, detail);
                         if let Ok(mut q) = shared.refused.lock() {
                             q.push(refused);
                         }
@@ -565,7 +674,7 @@ async fn publish(
                     }
                     Err(e) => {
                         unconfirmed.push_front(m);
-                        return Ended::Retry(e.to_string());
+                        return failed("waiting for a confirm", &e);
                     }
                 }
             }
@@ -578,7 +687,7 @@ async fn publish(
                     }
                     Err(e) => {
                         unconfirmed.push_back(m);
-                        return Ended::Retry(format!("publishing: {e}"));
+                        return failed("publishing", &e);
                     }
                 }
             }
