@@ -189,7 +189,8 @@ async fn a_node_stopped_mid_stream_loses_nothing() {
 
 /// A routing key no queue is bound for: with the module's default policy (halt) the
 /// agent stops with an error naming the exchange and the routing key, and nothing
-/// after it is checkpointed; `sluice check` names a missing exchange.
+/// after it is checkpointed; `sluice check` names a missing exchange, a refused user
+/// and a vhost that does not exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
     let _guard = CLUSTER.lock().await;
@@ -218,20 +219,34 @@ async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
         config
     };
     let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
-    // A missing exchange that Sluice may not declare: `sluice check` names it.
-    let config = write(sink_toml("no.such.exchange", "declare_exchange = false"));
-    let out = std::process::Command::new(sluice_tests::agent::binary())
-        .args(["check", "-c"])
-        .arg(&config)
-        .env("SLUICE_E2E_PASSWORD", &srv.repl.1)
-        .output()
-        .expect("sluice check runs");
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("no.such.exchange") && text.contains("does not exist"),
-        "{text}"
-    );
+    // Bad settings: `sluice check` stops naming what is wrong.
+    for (sink, words) in [
+        (
+            sink_toml("no.such.exchange", "declare_exchange = false"),
+            &["no.such.exchange", "does not exist"][..],
+        ),
+        (
+            sink_toml("sluice.unrouted", "user = \"nobody\""),
+            &["user `nobody` was refused", "sink.rabbitmq.user"][..],
+        ),
+        (
+            sink_toml("sluice.unrouted", "vhost = \"/nope\""),
+            &["vhost `/nope`"][..],
+        ),
+    ] {
+        let config = write(sink);
+        let out = std::process::Command::new(sluice_tests::agent::binary())
+            .args(["check", "-c"])
+            .arg(&config)
+            .env("SLUICE_E2E_PASSWORD", &srv.repl.1)
+            .output()
+            .expect("sluice check runs");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        for w in words {
+            assert!(text.contains(w), "`{w}` not in: {text}");
+        }
+    }
 
     // Unroutable, halt: exit 1 naming exchange and routing key.
     let config = write(sink_toml("sluice.unrouted", ""));
