@@ -44,17 +44,7 @@ path = "$WORK/cp"
 [admin]
 listen = "127.0.0.1:0"
 TOML
-        if [ "$module" = yes ]; then
-            cat <<TOML
-[[modules]]
-name = "canal"
-file = "$PWD/target/modules/canal-compat.wasm"
-[modules.config]
-"canal.mq.dynamicTopic" = 'bench\..*'
-"canal.mq.partitionsNum" = "12"
-"canal.mq.partitionHash" = '.*\..*:\$pk\$'
-TOML
-        fi
+        if [ "$module" = yes ]; then canal_module_toml; fi
         echo "$sink"
     } >"$WORK/sluice.toml"
     local broker_pid broker0 db0 wall cpu rss

@@ -42,15 +42,9 @@ batch = 1000
 path = "$WORK/cp"
 [admin]
 listen = "127.0.0.1:0"
-[[modules]]
-name = "canal"
-file = "$PWD/target/modules/canal-compat.wasm"
-[modules.config]
-"canal.mq.dynamicTopic" = 'bench\..*'
-"canal.mq.partitionsNum" = "12"
-"canal.mq.partitionHash" = '.*\..*:\$pk\$'
-$1
 TOML
+    canal_module_toml >>"$WORK/sluice.toml"
+    echo "$1" >>"$WORK/sluice.toml"
     local r
     r="$(drain_backlog "$WORK/sluice.toml" "$WORK/cp")"
     [ -n "$r" ] || { echo "rabbitmq.sh: the agent run failed" >&2; exit 1; }

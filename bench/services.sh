@@ -55,3 +55,17 @@ drain_backlog() {
     rm -f "$out"
     echo "$(echo "$t1 - $t0" | bc) $(echo "$user + $sys" | bc) $rss"
 }
+
+# The canal-compat module section the agent benchmarks route with (dynamic topic per
+# table, 12 partitions by primary key).
+canal_module_toml() {
+    cat <<TOML
+[[modules]]
+name = "canal"
+file = "$PWD/target/modules/canal-compat.wasm"
+[modules.config]
+"canal.mq.dynamicTopic" = 'bench\..*'
+"canal.mq.partitionsNum" = "12"
+"canal.mq.partitionHash" = '.*\..*:\$pk\$'
+TOML
+}

@@ -3,7 +3,7 @@
 //! straight to RabbitMQ with lapin, publisher confirms on one channel and a window of
 //! unconfirmed messages like the agent's. Prints `messages seconds`.
 //!
-//!   rabbit-bench FILE.jsonl PORT EXCHANGE [WINDOW]
+//! `rabbit-bench FILE.jsonl PORT EXCHANGE [WINDOW]`
 
 use std::collections::VecDeque;
 use std::io::BufRead;

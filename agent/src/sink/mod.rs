@@ -60,6 +60,16 @@ impl OutMessage {
                 .sum::<usize>()
     }
 
+    /// Sluice's own headers (`sluice.*`, each at most 4 KiB): what a reference sent in
+    /// a refused message's place keeps of it.
+    pub fn sluice_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.headers
+            .iter()
+            .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
     /// The binlog position the message carries, for errors and logs.
     pub fn position(&self) -> String {
         self.header(POSITION_HEADER)

@@ -217,12 +217,7 @@ impl Publisher for RabbitSink {
                 topic: m.topic.to_string(),
                 position: m.position(),
                 module: text("sluice.module"),
-                headers: m
-                    .headers
-                    .iter()
-                    .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
-                    .map(|(k, v)| (k.to_string(), v.to_vec()))
-                    .collect(),
+                headers: m.sluice_headers(),
                 payload_bytes: m.payload.len(),
                 key_bytes: m.key.as_ref().map_or(0, Vec::len),
                 in_flight_bytes: bytes,
@@ -257,12 +252,7 @@ impl Publisher for RabbitSink {
             routing_key: routing_key.into(),
             bytes,
             topic: m.topic.to_string(),
-            headers: m
-                .headers
-                .iter()
-                .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
-                .map(|(k, v)| (k.to_string(), v.to_vec()))
-                .collect(),
+            headers: m.sluice_headers(),
             key_bytes: m.key.as_ref().map_or(0, Vec::len),
             payload: m.payload,
             properties,
