@@ -591,11 +591,9 @@ impl Run<'_> {
         .into_bytes();
         msg.topic = Arc::from(to.as_str());
         msg.partition = None;
-        // The key and the module's own headers may be what made it large; Sluice's
-        // headers (position, table, module) are small and kept.
         msg.key = None;
         msg.headers
-            .retain(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096);
+            .retain(|(k, v)| crate::sink::kept_on_reference(k, v));
         Ok(Some(msg))
     }
 
@@ -690,7 +688,11 @@ impl Run<'_> {
                 OversizeAction::DeadLetter(to) => {
                     let payload = serde_json::json!({
                         "oversize": r.reason == RefusalReason::TooLarge,
-                        "unroutable": r.reason == RefusalReason::Unroutable,
+                        "reason": match r.reason {
+                            RefusalReason::TooLarge => "too-large",
+                            RefusalReason::Unroutable => "unroutable",
+                            RefusalReason::Rejected => "rejected",
+                        },
                         "refused_by_broker": &r.detail,
                         "payload_bytes": r.payload_bytes,
                         "key_bytes": r.key_bytes,

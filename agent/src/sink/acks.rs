@@ -45,16 +45,9 @@ impl Acks {
 
     /// A message of transaction `seq`, `bytes` long, was acknowledged.
     pub fn acked(&mut self, seq: u64, bytes: u64) {
-        if let Some(t) = self.txns.get_mut(&seq) {
-            t.pending = t.pending.saturating_sub(1);
-        }
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
         self.acked += 1;
-        let m = metrics::global();
-        m.messages_acked.inc();
-        m.in_flight.dec();
-        self.advance();
+        metrics::global().messages_acked.inc();
+        self.settled(seq, bytes);
     }
 
     /// A message of transaction `seq`, `bytes` long, was refused and its policy applied

@@ -23,6 +23,13 @@ pub type HeaderValue = std::sync::Arc<[u8]>;
 /// message's index among those made from that binlog event).
 pub const POSITION_HEADER: &str = "sluice.position";
 
+/// Whether a reference sent in a message's place (oversize, refused) keeps this
+/// header: Sluice's own (position, table, module...), which are small; the key and the
+/// module's own headers may be what made the message too large.
+pub fn kept_on_reference(name: &str, value: &[u8]) -> bool {
+    name.starts_with("sluice.") && value.len() <= 4096
+}
+
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct OutMessage {
@@ -65,7 +72,7 @@ impl OutMessage {
     pub fn sluice_headers(&self) -> Vec<(String, Vec<u8>)> {
         self.headers
             .iter()
-            .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
+            .filter(|(k, v)| kept_on_reference(k, v))
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect()
     }

@@ -30,7 +30,7 @@
 
 pub mod config;
 
-pub use config::{KafkaConfig, RESERVED_KAFKA_PROPERTIES};
+pub use config::KafkaConfig;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +74,7 @@ fn refused<'a>(
     detail: String,
 ) -> Refused {
     let headers: Vec<(String, Vec<u8>)> = headers
-        .filter(|(k, v)| k.starts_with("sluice.") && v.len() <= 4096)
+        .filter(|(k, v)| super::kept_on_reference(k, v))
         .map(|(k, v)| (k.to_string(), v.to_vec()))
         .collect();
     let find = |name: &str| {

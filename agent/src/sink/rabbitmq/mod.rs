@@ -52,8 +52,6 @@ struct Shared {
     /// A failure no reconnect can fix (bad credentials, missing exchange), set by the
     /// task; the pipeline stops with it.
     failure: Mutex<Option<SinkError>>,
-    /// Whether a channel is open now.
-    connected: std::sync::atomic::AtomicBool,
 }
 
 /// One message as AMQP sees it.
@@ -95,7 +93,6 @@ impl RabbitSink {
             acks: Mutex::new(Acks::default()),
             refused: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
-            connected: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = std::sync::mpsc::channel();
@@ -112,13 +109,6 @@ impl RabbitSink {
             stop,
             first: Mutex::new(Some(first_rx)),
         })
-    }
-
-    /// Whether a channel to a node is open now.
-    pub fn connected(&self) -> bool {
-        self.shared
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -389,9 +379,6 @@ async fn run(
         }
         logged_down = false;
         backoff = Duration::from_millis(100);
-        shared
-            .connected
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut progressed = false;
         let ended = publish(
             &cfg,
@@ -403,9 +390,6 @@ async fn run(
             &mut progressed,
         )
         .await;
-        shared
-            .connected
-            .store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = conn.close(200, "sluice publisher".into()).await;
         match ended {
             Ended::Stop => return,
