@@ -18,7 +18,9 @@
 //!   closed), at most [`MAX_CONNECTIONS`] connections are open (more are closed at
 //!   once), and at most [`MAX_UPLOADS`] module uploads are read at a time (more get
 //!   429 before their body is read), so memory for uploads stays under
-//!   `MAX_UPLOADS` × 64 MiB whatever the callers do.
+//!   `MAX_UPLOADS` × 64 MiB whatever the callers do;
+//! - an answer given before the body was read reaches the client: connections close
+//!   by sending FIN and dropping what the client still sends, for a bounded time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -682,17 +684,53 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, cancel: Can
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(false);
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
-                }
+            let mut conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut served = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
+            let done = tokio::select! {
+                r = &mut served => r.is_ok(),
+                _ = cancel.cancelled() => false,
+            };
+            if !done {
+                // Cancelled (or the client broke the connection): finish what is in
+                // flight, briefly, then close.
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)),
+                )
+                .await;
             }
+            linger(conn.into_parts().io.into_inner()).await;
         });
     }
+}
+
+/// How long a closing connection keeps reading what its client still sends, at most,
+/// and the longest pause in it.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes a served connection the way HTTP/1.1 asks (RFC 9112 §9.6): send FIN, then
+/// read and drop what the client is still sending before closing. A request answered
+/// before its body was read (unknown module: 404; too many uploads: 429) would
+/// otherwise be closed with unread bytes, the kernel would answer them with a reset,
+/// and a client still writing its body would see "broken pipe" instead of the answer.
+/// Bounded in time ([`LINGER`], [`LINGER_IDLE`]) and memory (one small buffer).
+async fn linger(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 16 << 10];
+    let _ = tokio::time::timeout(LINGER, async {
+        loop {
+            match tokio::time::timeout(LINGER_IDLE, stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -771,6 +809,40 @@ mod tests {
         format!(
             "POST /v1/modules/m/candidate HTTP/1.1\r\nHost: x\r\nContent-Type: application/wasm\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n"
         )
+    }
+
+    /// A request answered before its body is read (an upload to a module that does not
+    /// exist) still reaches a client that goes on writing the whole body first, as
+    /// most clients do: the server reads and drops the rest before closing instead of
+    /// resetting the connection under the client ("broken pipe").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_early_answer_reaches_a_client_still_sending_its_body() {
+        use std::time::Duration;
+        let control = Arc::new(Control::new(Duration::from_secs(60)));
+        control.set_status(Some(Arc::new(std::sync::Mutex::new(Vec::new()))));
+        let cfg = AdminConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+            topic_partitions: 1,
+            topic_replication: 1,
+            modules_dir: None,
+            request_timeout: Duration::from_secs(30),
+        };
+        let cancel = CancellationToken::new();
+        let served = serve(&cfg, control, cancel.clone()).await.expect("serve");
+        for _ in 0..5 {
+            let body = vec![0u8; 8 << 20];
+            let mut c = send(served.addr, &upload_head(body.len())).await;
+            tokio::io::AsyncWriteExt::write_all(&mut c, &body)
+                .await
+                .expect("the whole body is taken, not reset");
+            let a = answer(&mut c, Duration::from_secs(5)).await;
+            let a = a.expect("answered and closed");
+            assert!(a.starts_with("HTTP/1.1 404"), "{a}");
+            assert!(a.contains("\"error\""), "{a}");
+        }
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), served.handle).await;
     }
 
     /// Slow clients and upload floods: a client that never finishes its headers is cut
