@@ -20,8 +20,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context, bail};
 
-use crate::binlog::gtid::GtidState;
 use crate::event::Checkpoint;
+use crate::gtid::GtidState;
 
 /// Reads the checkpoint; `None` when the file does not exist.
 pub fn load(path: &Path) -> anyhow::Result<Option<Checkpoint>> {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::format::Format;
 use crate::router::{AllowedTopics, Limits, ModuleSpec, Policy};
+use crate::sink::config::{Oversize, RawSink, SinkConfig};
 use crate::source::{SourceConfig, StartPosition};
 
 /// The whole file.
@@ -168,44 +169,6 @@ pub struct RawRouter {
     pub split_pk_updates: Option<bool>,
 }
 
-/// `[sink]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSink {
-    /// `stdout`, `file`, `kafka` or `rabbitmq`.
-    pub kind: String,
-    /// For `file`.
-    pub path: Option<PathBuf>,
-    /// `canal` or `debezium`.
-    #[serde(default)]
-    pub format: Format,
-    /// `event` (one message per rows event and destination, as Canal), `row`, or
-    /// `transaction` (one message per transaction and destination).
-    #[serde(default = "default_message")]
-    pub message: String,
-    /// Topic used when no module is configured (every change goes there).
-    pub default_topic: Option<String>,
-    /// For `kafka`: bootstrap servers.
-    pub brokers: Option<String>,
-    /// For `kafka`: extra librdkafka properties.
-    #[serde(default)]
-    pub librdkafka: BTreeMap<String, String>,
-    /// For `kafka`: per-message limit, and what to do above it.
-    pub max_message_bytes: Option<usize>,
-    /// `halt` or `dead-letter` (with `oversize_topic`).
-    pub on_oversize: Option<String>,
-    /// Topic receiving a reference to oversize messages.
-    pub oversize_topic: Option<String>,
-    /// Messages in flight before the reader waits.
-    pub max_in_flight: Option<usize>,
-    /// `[sink.rabbitmq]`, for `rabbitmq` (its own section type and checks).
-    pub rabbitmq: Option<crate::sink::rabbitmq::RawRabbit>,
-}
-
-fn default_message() -> String {
-    "event".into()
-}
-
 /// `[checkpoint]`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -215,70 +178,6 @@ pub struct RawCheckpoint {
     /// How often the checkpoint is written, in milliseconds (default 200): the most a
     /// crash can send again is what was acknowledged in one interval.
     pub interval_ms: Option<u64>,
-}
-
-/// One message per what.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageUnit {
-    /// Rows of one rows event sharing a destination (Canal's default).
-    Event,
-    /// Each row alone.
-    Row,
-    /// Everything a transaction sends to one destination, as a JSON array of the
-    /// per-event messages (split into numbered parts above `max_message_bytes`).
-    Transaction,
-}
-
-/// Where messages go.
-#[derive(Clone)]
-pub enum SinkKind {
-    /// Standard output.
-    Stdout,
-    /// A JSON-lines file.
-    File(PathBuf),
-    /// Kafka.
-    Kafka(crate::sink::kafka::KafkaConfig),
-    /// RabbitMQ (AMQP 0-9-1), `[sink.rabbitmq]`.
-    RabbitMq(crate::sink::rabbitmq::RabbitConfig),
-}
-
-impl std::fmt::Debug for SinkKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SinkKind::Stdout => f.write_str("Stdout"),
-            SinkKind::File(p) => f.debug_tuple("File").field(p).finish(),
-            SinkKind::Kafka(k) => k.fmt(f),
-            SinkKind::RabbitMq(r) => r.fmt(f),
-        }
-    }
-}
-
-/// Oversize message policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Oversize {
-    /// Stop with an error naming the message.
-    Halt,
-    /// Send a small reference message to this topic instead.
-    DeadLetter(String),
-}
-
-/// Validated sink settings.
-#[derive(Debug, Clone)]
-pub struct SinkConfig {
-    /// Target.
-    pub kind: SinkKind,
-    /// JSON format.
-    pub format: Format,
-    /// Message granularity.
-    pub unit: MessageUnit,
-    /// Topic when no module routes.
-    pub default_topic: String,
-    /// Largest message.
-    pub max_message_bytes: usize,
-    /// Oversize policy.
-    pub oversize: Oversize,
-    /// In-flight bound.
-    pub max_in_flight: usize,
 }
 
 /// Validated agent settings.
@@ -462,59 +361,7 @@ impl Config {
             ));
         }
 
-        let k = raw.sink;
-        let kind = match k.kind.as_str() {
-            "stdout" => SinkKind::Stdout,
-            "file" => SinkKind::File(rel(k
-                .path
-                .as_deref()
-                .context("sink.path: required with kind = \"file\"")?)),
-            "kafka" => SinkKind::Kafka(crate::sink::kafka::KafkaConfig::from_section(
-                k.brokers.as_deref(),
-                &k.librdkafka,
-            )?),
-            "rabbitmq" => SinkKind::RabbitMq(
-                k.rabbitmq
-                    .as_ref()
-                    .context(
-                        "sink.rabbitmq: required with kind = \"rabbitmq\" (at least `exchange`)",
-                    )?
-                    .validate(&rel)?,
-            ),
-            other => bail!("sink.kind: `{other}` is not stdout, file, kafka or rabbitmq"),
-        };
-        if k.rabbitmq.is_some() && k.kind != "rabbitmq" {
-            bail!(
-                "sink.rabbitmq: only used with kind = \"rabbitmq\" (kind is `{}`)",
-                k.kind
-            );
-        }
-        let unit = match k.message.as_str() {
-            "event" => MessageUnit::Event,
-            "row" => MessageUnit::Row,
-            "transaction" => MessageUnit::Transaction,
-            other => bail!("sink.message: `{other}` is not event, row or transaction"),
-        };
-        let oversize = match (
-            k.on_oversize.as_deref().unwrap_or("halt"),
-            &k.oversize_topic,
-        ) {
-            ("halt", _) => Oversize::Halt,
-            ("dead-letter", Some(t)) => Oversize::DeadLetter(t.clone()),
-            ("dead-letter", None) => {
-                bail!("sink.oversize_topic: required with on_oversize = \"dead-letter\"")
-            }
-            (other, _) => bail!("sink.on_oversize: `{other}` is not halt or dead-letter"),
-        };
-        let sink = SinkConfig {
-            kind,
-            format: k.format,
-            unit,
-            default_topic: k.default_topic.unwrap_or_else(|| "sluice".into()),
-            max_message_bytes: k.max_message_bytes.unwrap_or(1_000_000),
-            oversize,
-            max_in_flight: k.max_in_flight.unwrap_or(20_000).max(1),
-        };
+        let sink = raw.sink.validate(&rel)?;
         let modules_dir = raw.router.modules_dir.map(|d| rel(&d));
         let mut admin = validate_admin(&raw.admin, &rel)?;
         if let Some(a) = &mut admin {
@@ -779,7 +626,7 @@ mod tests {
             ok.admin.as_ref().map(|a| a.listen.to_string()).as_deref(),
             Some("127.0.0.1:9180")
         );
-        assert_eq!(ok.sink.unit, MessageUnit::Event);
+        assert_eq!(ok.sink.unit, crate::sink::config::MessageUnit::Event);
         assert_eq!(ok.source.server_id, 7);
     }
 }

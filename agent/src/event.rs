@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::binlog::gtid::{Gtid, GtidState};
+use crate::gtid::{Gtid, GtidState};
 
 /// Server family that wrote the binlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

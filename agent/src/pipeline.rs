@@ -23,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::checkpoint;
-use crate::config::{Config, MessageUnit, Oversize};
+use crate::config::Config;
 use crate::control::{Command, CommandError, CommandKind, Control};
 use crate::event::{Cell, ChangeEvent, ChangeKind, Checkpoint, Rows, SourceItem, TableSchema};
 use crate::format::{Format, canal, debezium};
 use crate::metrics;
 use crate::router::watch::ModuleDir;
 use crate::router::{Delivery, Policy, Route, RouteInput, RouterEngine, RouterSet};
+use crate::sink::config::{MessageUnit, Oversize};
 use crate::sink::{HeaderValue, OutMessage, POSITION_HEADER, RefusalReason, Sink, SinkError};
 use crate::source::{BinlogSource, Received, ServerEnd, SourceError};
 

@@ -13,9 +13,9 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use sluice::config::{MessageUnit, Oversize, SinkConfig, SinkKind};
 use sluice::event::Checkpoint;
 use sluice::format::Format;
+use sluice::sink::config::{MessageUnit, Oversize, SinkConfig};
 use sluice::sink::kafka::{KafkaConfig, KafkaSink};
 use sluice::sink::{OutMessage, Publisher, RefusalReason, SinkError};
 
@@ -25,7 +25,7 @@ static LIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn cfg(brokers: &str) -> SinkConfig {
     SinkConfig {
-        kind: SinkKind::Kafka(KafkaConfig {
+        publisher: std::sync::Arc::new(KafkaConfig {
             brokers: brokers.to_string(),
             properties: BTreeMap::new(),
         }),

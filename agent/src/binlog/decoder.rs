@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use super::error::DecodeError;
 use super::events::{self, MARIADB_FL_STANDALONE};
-use super::gtid::{Gtid, GtidState};
 use super::rows::{self, ValueOptions};
 use super::table_map;
 use super::{ChecksumAlg, EventHeader, FormatDescription, event_type as et, frame};
+use crate::binlog::schema::{DictTable, refine};
 use crate::event::{
     ChangeEvent, ChangeKind, Checkpoint, Position, Rows, SourceItem, TableSchema, TxnContext,
 };
-use crate::schema::{DictTable, refine};
+use crate::gtid::{Gtid, GtidState};
 
 /// Decoder settings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -564,7 +564,7 @@ impl Decoder {
 
 /// MySQL 8.4+ GTID_TAGGED_LOG_EVENT, in `mysql::serialization` form: a message of
 /// (field id, value) pairs with variable-length integers.
-fn parse_tagged_gtid(body: &[u8]) -> Result<(super::gtid::MysqlGtid, Option<u64>), DecodeError> {
+fn parse_tagged_gtid(body: &[u8]) -> Result<(crate::gtid::MysqlGtid, Option<u64>), DecodeError> {
     let mut p = Varlen { b: body, pos: 0 };
     // Header: format version, message size, last non-ignorable field id.
     p.uint()?;
@@ -605,8 +605,8 @@ fn parse_tagged_gtid(body: &[u8]) -> Result<(super::gtid::MysqlGtid, Option<u64>
         detail: "no GNO field".into(),
     })?;
     Ok((
-        super::gtid::MysqlGtid {
-            uuid: super::gtid::Uuid(uuid),
+        crate::gtid::MysqlGtid {
+            uuid: crate::gtid::Uuid(uuid),
             tag,
             gno,
         },

@@ -10,8 +10,8 @@ use std::io::Read;
 
 use super::cursor::Cursor;
 use super::error::DecodeError;
-use super::gtid::{MariadbGtid, MariadbGtidState, MysqlGtid, MysqlGtidSet, Uuid};
 use super::{FormatDescription, HEADER_LEN, event_type};
+use crate::gtid::{MariadbGtid, MariadbGtidState, MysqlGtid, MysqlGtidSet, Uuid};
 
 /// Hard cap on what one compressed event may expand to (a 1 GiB event is MySQL's own
 /// `max_allowed_packet` ceiling); a bigger claim is treated as corruption.

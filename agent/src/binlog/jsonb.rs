@@ -9,6 +9,7 @@ use super::decimal::decimal_text;
 use super::error::DecodeError;
 use super::float::push_double;
 use super::temporal::{push_json_datetime, push_json_time};
+use crate::json::push_json_string;
 
 const MAX_DEPTH: usize = 100;
 
@@ -225,7 +226,7 @@ impl Parser {
             }
             _ => {
                 out.extend_from_slice(format!("\"base64:type{ft}:").as_bytes());
-                crate::format::push_base64(out, data);
+                crate::json::push_base64(out, data);
                 out.push(b'"');
             }
         }
@@ -233,112 +234,9 @@ impl Parser {
     }
 }
 
-/// Appends `s` as a JSON string literal, escaped as MySQL escapes it.
-pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    push_escaped(out, s.as_bytes());
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any of the eight bytes of `w` is a control byte, `"` or `\`. Exact as a
-/// whole (a borrow can only flag a byte above one that really matches), which is all
-/// the caller needs: it then looks at the eight bytes one by one.
-#[inline]
-fn word_needs_escape(w: u64) -> bool {
-    let control = w.wrapping_sub(ONES * 0x20) & !w;
-    let quote = w ^ (ONES * u64::from(b'"'));
-    let quote = quote.wrapping_sub(ONES) & !quote;
-    let backslash = w ^ (ONES * u64::from(b'\\'));
-    let backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (control | quote | backslash) & HIGHS != 0
-}
-
-/// [`push_json_string`] on bytes the caller knows are UTF-8.
-///
-/// Byte-wise is enough: every byte of a multi-byte character is >= 0x80 and copied as
-/// is; only quote, backslash and control bytes need escapes. Eight bytes are tested at a
-/// time and runs between escapes are copied in one go: most values have none.
-pub(crate) fn push_escaped(out: &mut Vec<u8>, b: &[u8]) {
-    out.reserve(b.len() + 2);
-    out.push(b'"');
-    let mut start = 0;
-    let mut i = 0;
-    while i < b.len() {
-        if let Some(chunk) = b.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if !word_needs_escape(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
-            }
-        }
-        let end = (i + 8).min(b.len());
-        for (j, &c) in b.iter().enumerate().take(end).skip(i) {
-            if c >= 0x20 && c != b'"' && c != b'\\' {
-                continue;
-            }
-            out.extend_from_slice(&b[start..j]);
-            match c {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                c => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(c >> 4)]);
-                    out.push(HEX[usize::from(c & 15)]);
-                }
-            }
-            start = j + 1;
-        }
-        i = end;
-    }
-    out.extend_from_slice(&b[start..]);
-    out.push(b'"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest::proptest! {
-        #[test]
-        fn json_strings_round_trip(s in "\\PC*|[\\x00-\\x7f]*") {
-            let mut out = Vec::new();
-            push_json_string(&mut out, &s);
-            let back: String = serde_json::from_slice(&out).expect("valid JSON");
-            proptest::prop_assert_eq!(back, s);
-        }
-
-        /// The eight-bytes-at-a-time scan escapes exactly what a byte-by-byte one does,
-        /// wherever the special bytes fall relative to the eight-byte steps.
-        #[test]
-        fn word_scan_escapes_like_a_byte_scan(s in "[a-z0-9\"\\\\\x00-\x1f\x7f é€😀]{0,40}") {
-            let mut out = Vec::new();
-            push_json_string(&mut out, &s);
-            let mut want = vec![b'"'];
-            for c in s.bytes() {
-                match c {
-                    b'"' => want.extend_from_slice(b"\\\""),
-                    b'\\' => want.extend_from_slice(b"\\\\"),
-                    b'\n' => want.extend_from_slice(b"\\n"),
-                    b'\r' => want.extend_from_slice(b"\\r"),
-                    b'\t' => want.extend_from_slice(b"\\t"),
-                    0x08 => want.extend_from_slice(b"\\b"),
-                    0x0c => want.extend_from_slice(b"\\f"),
-                    c if c < 0x20 => want.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
-                    c => want.push(c),
-                }
-            }
-            want.push(b'"');
-            proptest::prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
-        }
-    }
 
     fn render(doc: &[u8]) -> Result<String, DecodeError> {
         let mut out = Vec::new();

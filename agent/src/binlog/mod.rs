@@ -16,10 +16,9 @@ pub mod error;
 pub mod events;
 pub mod file;
 pub mod float;
-pub mod gtid;
 pub mod jsonb;
-
 pub mod rows;
+pub mod schema;
 pub mod table_map;
 pub mod temporal;
 pub mod text;

@@ -6,8 +6,8 @@
 pub mod canal;
 pub mod debezium;
 
-use crate::binlog::jsonb::{push_escaped, push_json_string};
 use crate::event::{Cell, Column};
+use crate::json::{push_base64, push_escaped, push_json_string};
 
 /// Output format of JSON messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -59,31 +59,6 @@ pub(crate) fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>, col: &Column, how: Bi
                 out.push(b'"');
             }
         },
-    }
-}
-
-/// Appends standard base64 (with padding) of `data`.
-pub fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63]);
-        out.push(T[(n >> 12) as usize & 63]);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63]
-        } else {
-            b'='
-        });
     }
 }
 

@@ -19,7 +19,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::{Router as RouterWorld, RouterPre};
 use super::error::RouterError;
-use super::module::ModuleState;
+use super::host::ModuleState;
 
 /// Epoch ticks per second.
 pub const TICKS_PER_SECOND: u64 = 1000;

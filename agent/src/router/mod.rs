@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod build;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod module;
 pub mod set;
 pub mod spec;

@@ -12,113 +12,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use prometheus_client::metrics::counter::Counter;
 use sluice_sdk::Selection;
 use sluice_sdk::abi::{self, AbiError, BatchWriter, Kind, ParsedTopic};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 
 use super::bindings::Router as RouterWorld;
-use super::bindings::sluice::router::{host, types as wit};
+use super::bindings::sluice::router::types as wit;
 use super::engine::{ModuleCode, RouterEngine, TICKS_PER_SECOND, Ticker};
 use super::error::{RouterError, trap_code};
+use super::host::{Limiter, LogBucket, ModuleState};
 use super::spec::ModuleSpec;
 use crate::event::{Cell, ChangeEvent, ChangeKind, TableSchema};
-
-/// Log lines a module may write per second, sustained; also the burst it may write at
-/// once after a quiet second. Lines past the budget are counted, not written.
-pub const LOG_LINES_PER_SECOND: f64 = 20.0;
-
-/// Longest log line kept, in characters.
-const LOG_LINE_CHARS: usize = 2000;
-
-/// A token bucket of log lines, shared by every store of one module instance so a
-/// module that fails (and is restarted) does not get a fresh budget each time.
-#[derive(Debug)]
-struct LogBucket {
-    tokens: f64,
-    at: Instant,
-    dropped: Counter,
-}
-
-impl LogBucket {
-    fn new(dropped: Counter) -> Self {
-        LogBucket {
-            tokens: LOG_LINES_PER_SECOND,
-            at: Instant::now(),
-            dropped,
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * LOG_LINES_PER_SECOND;
-        self.tokens = (self.tokens + refill).min(LOG_LINES_PER_SECOND);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.dropped.inc();
-            false
-        }
-    }
-}
-
-/// Store data of a module instance.
-pub struct ModuleState {
-    limiter: Limiter,
-    name: Arc<str>,
-    version: Arc<str>,
-    logs: Arc<Mutex<LogBucket>>,
-}
-
-struct Limiter {
-    max_memory: usize,
-    denied: bool,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.denied = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
-    }
-}
-
-impl host::Host for ModuleState {
-    fn log(&mut self, level: host::Level, message: String) {
-        let allowed = self.logs.lock().map(|mut b| b.take()).unwrap_or(false);
-        if !allowed {
-            return;
-        }
-        let message: String = message.chars().take(LOG_LINE_CHARS).collect();
-        let (m, v) = (&*self.name, &*self.version);
-        match level {
-            host::Level::Debug => tracing::debug!(module = m, version = v, "{message}"),
-            host::Level::Info => tracing::info!(module = m, version = v, "{message}"),
-            host::Level::Warn => tracing::warn!(module = m, version = v, "{message}"),
-            host::Level::Error => tracing::error!(module = m, version = v, "{message}"),
-        }
-    }
-}
-
-impl wit::Host for ModuleState {}
 
 /// One destination of a routed event, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

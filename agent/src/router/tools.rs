@@ -226,10 +226,10 @@ pub fn parse_flat_message(line: &str, file: &Path, line_no: u64) -> anyhow::Resu
         server_id: 0,
         event_ms: es,
         txn: Arc::new(TxnContext {
-            gtid: crate::binlog::gtid::GtidState::parse(&gtid)
+            gtid: crate::gtid::GtidState::parse(&gtid)
                 .ok()
-                .and_then(|_| gtid.parse::<crate::binlog::gtid::MariadbGtid>().ok())
-                .map(crate::binlog::gtid::Gtid::Mariadb),
+                .and_then(|_| gtid.parse::<crate::gtid::MariadbGtid>().ok())
+                .map(crate::gtid::Gtid::Mariadb),
             commit_ms: es,
         }),
         kind,

@@ -6,14 +6,15 @@
 //! the broker with `acks=all`); the pipeline writes nothing else to the checkpoint file.
 
 pub mod acks;
+pub mod config;
 pub mod kafka;
 pub mod local;
 pub mod rabbitmq;
 
 use std::time::{Duration, Instant};
 
-use crate::config::{SinkConfig, SinkKind};
 use crate::event::Checkpoint;
+use config::SinkConfig;
 
 /// A header value. Shared, so the values most messages repeat (database, table, type,
 /// module name and version) are rendered once and only counted per message.
@@ -245,7 +246,7 @@ pub enum SinkError {
 
 /// A publisher: where the pipeline's messages go. One implementation per folder under
 /// `sink/` (its own config section type, checks and client); adding one is its folder
-/// and a line in [`open`].
+/// and a line in [`config::PUBLISHERS`].
 ///
 /// The contract the pipeline relies on: [`Publisher::send`] queues a message (waiting
 /// only on the client's own hard bound); [`Publisher::safe_checkpoint`] returns only a
@@ -333,12 +334,7 @@ pub trait TopicAdmin: Send {
 /// The configured publisher.
 pub type Sink = Box<dyn Publisher>;
 
-/// Opens the configured publisher: the one place publishers are registered.
+/// Opens the configured publisher.
 pub fn open(cfg: &SinkConfig) -> Result<Sink, SinkError> {
-    Ok(match &cfg.kind {
-        SinkKind::Stdout => Box::new(local::LocalSink::stdout()),
-        SinkKind::File(p) => Box::new(local::LocalSink::file(p)?),
-        SinkKind::Kafka(k) => Box::new(kafka::KafkaSink::new(&k.brokers, &k.properties, cfg)?),
-        SinkKind::RabbitMq(r) => Box::new(rabbitmq::RabbitSink::new(r, cfg.max_in_flight)?),
-    })
+    cfg.publisher.open(cfg)
 }

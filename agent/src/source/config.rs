@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sluice_sdk::canal::TableFilter;
 
-use crate::binlog::gtid::GtidState;
+use crate::gtid::GtidState;
 
 /// Where replication starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

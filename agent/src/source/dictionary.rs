@@ -1,8 +1,8 @@
-//! Reads table definitions from `information_schema` for [`crate::schema::refine`].
+//! Reads table definitions from `information_schema` for [`crate::binlog::schema::refine`].
 
 use mysql_async::prelude::Queryable;
 
-use crate::schema::{DictColumn, DictTable};
+use crate::binlog::schema::{DictColumn, DictTable};
 
 /// Fetches `db.table`'s columns, collation ids and primary key. `None` if the table no
 /// longer exists.

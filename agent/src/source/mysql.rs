@@ -11,9 +11,9 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, OptsBuilder};
 
 use super::config::{SourceConfig, StartPosition};
 use super::dictionary;
-use crate::binlog::gtid::GtidState;
 use crate::binlog::{BinlogError, ChecksumAlg, Decoder, DecoderOptions, Location, event_type};
 use crate::event::{Checkpoint, Flavor, SourceItem};
+use crate::gtid::GtidState;
 
 /// Why the source stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -856,7 +856,7 @@ impl BinlogSource {
             Ok(None) => self.decoder.set_dictionary(
                 db,
                 table,
-                Arc::new(crate::schema::DictTable {
+                Arc::new(crate::binlog::schema::DictTable {
                     columns: Vec::new(),
                 }),
             ),
@@ -893,7 +893,7 @@ fn raw_event(ev: &mysql_async::binlog::events::Event, out: &mut Vec<u8>) {
     }
 }
 
-fn mysql_sids(set: &crate::binlog::gtid::MysqlGtidSet) -> Vec<mysql_async::Sid<'static>> {
+fn mysql_sids(set: &crate::gtid::MysqlGtidSet) -> Vec<mysql_async::Sid<'static>> {
     set.iter()
         .filter(|(_, tag, _)| tag.is_empty())
         .map(|(uuid, _, list)| {

@@ -44,8 +44,8 @@ use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 use super::acks::Acks;
-use super::{OutMessage, Publisher, RefusalReason, Refused, SinkError, TopicAdmin};
-use crate::config::SinkConfig;
+use super::config::{PublisherConfig, Registration, SinkConfig};
+use super::{OutMessage, Publisher, RefusalReason, Refused, Sink, SinkError, TopicAdmin};
 use crate::event::Checkpoint;
 
 /// Delivery reports land here.
@@ -311,6 +311,34 @@ fn topic_exists(
         .topics()
         .iter()
         .any(|mt| mt.name() == topic && mt.error().is_none() && !mt.partitions().is_empty()))
+}
+
+/// `kind = "kafka"`: `brokers` and `[sink.librdkafka]` ([`KafkaConfig`]).
+pub const REGISTRATION: Registration = Registration {
+    kind: "kafka",
+    keys: &["brokers", "librdkafka"],
+    section: |s| {
+        let brokers: String = s.require("brokers", "bootstrap servers, HOST:PORT,...")?;
+        let properties: BTreeMap<String, String> = s.take("librdkafka")?.unwrap_or_default();
+        Ok(std::sync::Arc::new(KafkaConfig::from_section(
+            Some(&brokers),
+            &properties,
+        )?))
+    },
+};
+
+impl PublisherConfig for KafkaConfig {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn open(&self, sink: &SinkConfig) -> Result<Sink, SinkError> {
+        Ok(Box::new(KafkaSink::new(
+            &self.brokers,
+            &self.properties,
+            sink,
+        )?))
+    }
 }
 
 fn setup(e: impl std::fmt::Display) -> SinkError {

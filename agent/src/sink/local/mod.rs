@@ -3,13 +3,59 @@
 //! its lines are flushed (and, for files, fsynced before a checkpoint is written).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::acks::Acks;
-use super::{OutMessage, Publisher, SinkError};
-use crate::binlog::jsonb::push_json_string;
+use super::config::{PublisherConfig, Registration, Section, SinkConfig};
+use super::{OutMessage, Publisher, Sink, SinkError};
 use crate::event::Checkpoint;
+use crate::json::push_json_string;
+
+/// `kind = "stdout"`: no settings of its own.
+pub const STDOUT: Registration = Registration {
+    kind: "stdout",
+    keys: &[],
+    section: |_| Ok(Arc::new(Local::Stdout)),
+};
+
+/// `kind = "file"`: `path`, relative to the config file.
+pub const FILE: Registration = Registration {
+    kind: "file",
+    keys: &["path"],
+    section: file_section,
+};
+
+fn file_section(s: &mut Section<'_>) -> anyhow::Result<Arc<dyn PublisherConfig>> {
+    let path: PathBuf = s.require("path", "the file to append to")?;
+    Ok(Arc::new(Local::File(s.path(&path))))
+}
+
+/// Where the local sink writes.
+#[derive(Debug, Clone)]
+pub enum Local {
+    /// Standard output.
+    Stdout,
+    /// A JSON-lines file, appended to.
+    File(PathBuf),
+}
+
+impl PublisherConfig for Local {
+    fn kind(&self) -> &'static str {
+        match self {
+            Local::Stdout => "stdout",
+            Local::File(_) => "file",
+        }
+    }
+
+    fn open(&self, _sink: &SinkConfig) -> Result<Sink, SinkError> {
+        Ok(match self {
+            Local::Stdout => Box::new(LocalSink::stdout()),
+            Local::File(p) => Box::new(LocalSink::file(p)?),
+        })
+    }
+}
 
 /// stdout or a file.
 pub struct LocalSink {

@@ -33,8 +33,29 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{RabbitConfig, RawRabbit};
 
+/// `kind = "rabbitmq"`: `[sink.rabbitmq]` ([`RawRabbit`]).
+pub const REGISTRATION: Registration = Registration {
+    kind: "rabbitmq",
+    keys: &["rabbitmq"],
+    section: |s| {
+        let raw: RawRabbit = s.require("rabbitmq", "at least `exchange`")?;
+        Ok(Arc::new(raw.validate(s.resolver())?))
+    },
+};
+
+impl PublisherConfig for RabbitConfig {
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn open(&self, sink: &SinkConfig) -> Result<Sink, SinkError> {
+        Ok(Box::new(RabbitSink::new(self, sink.max_in_flight)?))
+    }
+}
+
 use super::acks::Acks;
-use super::{OutMessage, Publisher, RefusalReason, Refused, SinkError};
+use super::config::{PublisherConfig, Registration, SinkConfig};
+use super::{OutMessage, Publisher, RefusalReason, Refused, Sink, SinkError};
 use crate::event::Checkpoint;
 
 /// The soft bound on bytes in flight.

@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use crate::binlog::DecodeError;
-use crate::binlog::text::charset_for_collation;
+use super::DecodeError;
+use super::text::charset_for_collation;
 use crate::event::{ColumnKind, Refinement, TableSchema};
 
 /// One column as `information_schema.COLUMNS` describes it.
