@@ -1,16 +1,17 @@
 //! Sluice: a MySQL/MariaDB change-data-capture edge agent.
 //!
 //! Layout:
-//! - [`binlog`]: the decoder, raw event bytes to [`event::SourceItem`]s, shared by
-//!   offline files and the live stream;
+//! - [`json`], [`gtid`], [`ddl`]: the ground floor (JSON escaping, GTIDs and their
+//!   sets, DDL statement targets), depending on nothing else in the crate;
 //! - [`event`]: the change event every later stage consumes;
+//! - [`binlog`]: the decoder, raw event bytes to [`event::SourceItem`]s, shared by
+//!   offline files and the live stream (with [`binlog::schema`], table definitions
+//!   from `information_schema`);
 //! - [`source`]: the live replication client (connect, start position, reconnect);
-//! - [`schema`]: table definitions from `information_schema`;
 //! - [`mod@format`]: Canal FlatMessage and Debezium-style JSON;
-//! - [`ddl`]: statement targets for DDL events;
 //! - [`router`]: the WebAssembly module host, policies and hot swap;
-//! - [`pipeline`], [`sink`], [`checkpoint`]: `sluice run` from source to broker, and
-//!   what is safe to resume from;
+//! - [`pipeline`], [`sink`], [`checkpoint`]: `sluice run` from source to broker (one
+//!   folder per publisher under `sink/`), and what is safe to resume from;
 //! - [`config`], [`secret`]: `sluice.toml` and values never printed;
 //! - [`admin`], [`control`], [`metrics`]: the HTTP admin API, the commands it sends the
 //!   pipeline, and the Prometheus metrics.
