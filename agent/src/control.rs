@@ -34,6 +34,18 @@ pub enum CommandError {
     Failed(String),
 }
 
+impl From<crate::router::SwapError> for CommandError {
+    fn from(e: crate::router::SwapError) -> Self {
+        use crate::router::SwapError as S;
+        match e {
+            S::UnknownModule(_) => CommandError::NotFound(e.to_string()),
+            S::NoCandidate(_) | S::NoPrevious(_) => CommandError::Conflict(e.to_string()),
+            S::Closed => CommandError::Unavailable,
+            S::Load(_) | S::Thread(_) => CommandError::Failed(e.to_string()),
+        }
+    }
+}
+
 /// An operator's request, applied by the pipeline.
 #[derive(Debug)]
 pub enum CommandKind {
@@ -245,6 +257,34 @@ mod tests {
     use super::*;
     use crate::router::{CandidateState, ModuleCounters, ModuleStatus, Quarantine};
     use std::sync::Arc;
+
+    /// The admin API answers a swap by why it cannot start: an unknown module is 404
+    /// (not a 409 as if it merely had nothing to promote), a shutting-down pipeline 503.
+    #[test]
+    fn swap_errors_map_to_the_answer_their_cause_needs() {
+        use crate::router::SwapError as S;
+        let m = || "m".to_string();
+        assert!(matches!(
+            CommandError::from(S::UnknownModule(m())),
+            CommandError::NotFound(t) if t.contains("no module named `m`")
+        ));
+        assert!(matches!(
+            CommandError::from(S::NoCandidate(m())),
+            CommandError::Conflict(t) if t.contains("no candidate")
+        ));
+        assert!(matches!(
+            CommandError::from(S::NoPrevious(m())),
+            CommandError::Conflict(_)
+        ));
+        assert!(matches!(
+            CommandError::from(S::Closed),
+            CommandError::Unavailable
+        ));
+        assert!(matches!(
+            CommandError::from(S::Thread(std::io::Error::other("no threads"))),
+            CommandError::Failed(t) if t.contains("no threads")
+        ));
+    }
 
     fn status(name: &str, quarantine: Option<Quarantine>) -> ModuleStatus {
         ModuleStatus {

@@ -3,6 +3,30 @@
 //! Callers branch on the kind: load errors refuse the module (the old version keeps
 //! serving); route errors go through the module's failure policy.
 
+/// Why an operator's module swap (candidate, promote, rollback) cannot be started.
+/// The admin API answers by kind: unknown module 404, nothing to swap 409.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    /// No module of that name is configured.
+    #[error("no module named `{0}` is configured")]
+    UnknownModule(String),
+    /// Promote: no candidate passed its canary.
+    #[error("module `{0}` has no candidate that passed its canary; load one first")]
+    NoCandidate(String),
+    /// Rollback: the module never ran another version.
+    #[error("module `{0}` has no previous version")]
+    NoPrevious(String),
+    /// Rollback: the previous version no longer loads.
+    #[error(transparent)]
+    Load(#[from] RouterError),
+    /// The canary thread could not be started.
+    #[error("cannot start the canary thread: {0}")]
+    Thread(std::io::Error),
+    /// The router set is shutting down.
+    #[error("the router set is shutting down")]
+    Closed,
+}
+
 /// A routing failure.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -21,7 +21,7 @@ pub mod watch;
 
 pub use breaker::BreakerSpec;
 pub use engine::{ModuleCode, RouterEngine};
-pub use error::RouterError;
+pub use error::{RouterError, SwapError};
 pub use module::{ModuleInstance, Route, RouteInput, Routes};
 pub use set::{
     CandidateState, Delivery, ModuleCounters, ModuleStatus, Quarantine, RouterSet, StatusBoard,

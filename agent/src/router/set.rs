@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::breaker::{Breaker, Gate, Outcome};
 use super::engine::{ModuleCode, RouterEngine};
-use super::error::RouterError;
+use super::error::{RouterError, SwapError};
 use super::module::{ModuleInstance, Route, RouteInput, Routes};
 use super::spec::{ModuleSpec, Policy};
 use crate::event::{ChangeEvent, ChangeKind};
@@ -790,17 +790,17 @@ impl RouterSet {
     /// Starts checking a candidate version of module `name` in the background: compile,
     /// instantiate, configure, canary on recent events. The result is applied (or
     /// reported) at the next transaction boundary.
-    pub fn propose(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+    pub fn propose(&self, name: &str, bytes: Vec<u8>) -> Result<(), SwapError> {
         self.propose_as(name, bytes, false)
     }
 
     /// Like [`RouterSet::propose`], but a candidate that passes its canary is held
     /// (state `Ready`) until [`RouterSet::promote`] instead of swapping in.
-    pub fn stage(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+    pub fn stage(&self, name: &str, bytes: Vec<u8>) -> Result<(), SwapError> {
         self.propose_as(name, bytes, true)
     }
 
-    fn propose_as(&self, name: &str, bytes: Vec<u8>, stage: bool) -> Result<(), String> {
+    fn propose_as(&self, name: &str, bytes: Vec<u8>, stage: bool) -> Result<(), SwapError> {
         let spec = self
             .slots
             .iter()
@@ -812,7 +812,7 @@ impl RouterSet {
                     .find(|f| f.spec.name == name)
                     .map(|f| f.spec.clone())
             })
-            .ok_or_else(|| format!("no module named `{name}` is configured"))?;
+            .ok_or_else(|| SwapError::UnknownModule(name.to_string()))?;
         let engine = self.engine.clone();
         let sample: Vec<Arc<ChangeEvent>> = self
             .sample
@@ -838,55 +838,56 @@ impl RouterSet {
                 let _ = tx.send(p);
             })
             .map(|_| ())
-            .map_err(|e| format!("cannot start the canary thread: {e}"))
+            .map_err(SwapError::Thread)
     }
 
     /// Swaps module `name` back to its previous version (at the next boundary).
-    pub fn rollback(&self, name: &str) -> Result<String, String> {
+    pub fn rollback(&self, name: &str) -> Result<String, SwapError> {
         let slot = self
             .slots
             .iter()
             .find(|s| s.instance.spec().name == name)
-            .ok_or_else(|| format!("no module named `{name}` is configured"))?;
+            .ok_or_else(|| SwapError::UnknownModule(name.to_string()))?;
         let prev = slot
             .previous
             .clone()
-            .ok_or_else(|| format!("module `{name}` has no previous version"))?;
+            .ok_or_else(|| SwapError::NoPrevious(name.to_string()))?;
         let instance =
-            ModuleInstance::new(&self.engine, prev.clone(), slot.instance.spec().clone())
-                .map_err(|e| e.to_string())?;
+            ModuleInstance::new(&self.engine, prev.clone(), slot.instance.spec().clone())?;
         let current = slot.instance.code().clone();
         self.tx
             .send(Proposal::Ready(Box::new(instance), Mode::Rollback(current)))
-            .map_err(|_| "router set is gone".to_string())?;
+            .map_err(|_| SwapError::Closed)?;
         Ok(prev.hash.clone())
     }
 
     /// Swaps in the staged candidate of module `name` at the next transaction boundary.
     /// Returns its version.
-    pub fn promote(&mut self, name: &str) -> Result<String, String> {
+    pub fn promote(&mut self, name: &str) -> Result<String, SwapError> {
         if let Some(f) = self.failed.iter_mut().find(|f| f.spec.name == name) {
-            let staged = f.staged.take().ok_or_else(|| {
-                format!("module `{name}` has no candidate that passed its canary; load one first")
-            })?;
+            let staged = f
+                .staged
+                .take()
+                .ok_or_else(|| SwapError::NoCandidate(name.to_string()))?;
             let version = staged.code().hash.clone();
             self.tx
                 .send(Proposal::Ready(staged, Mode::Swap))
-                .map_err(|_| "router set is gone".to_string())?;
+                .map_err(|_| SwapError::Closed)?;
             return Ok(version);
         }
         let slot = self
             .slots
             .iter_mut()
             .find(|s| s.instance.spec().name == name)
-            .ok_or_else(|| format!("no module named `{name}` is configured"))?;
-        let staged = slot.staged.take().ok_or_else(|| {
-            format!("module `{name}` has no candidate that passed its canary; load one first")
-        })?;
+            .ok_or_else(|| SwapError::UnknownModule(name.to_string()))?;
+        let staged = slot
+            .staged
+            .take()
+            .ok_or_else(|| SwapError::NoCandidate(name.to_string()))?;
         let version = staged.code().hash.clone();
         self.tx
             .send(Proposal::Ready(staged, Mode::Swap))
-            .map_err(|_| "router set is gone".to_string())?;
+            .map_err(|_| SwapError::Closed)?;
         Ok(version)
     }
 }
