@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Quick start: a throwaway local MariaDB, the agent and the canal-compat module built
-# from this checkout, `sluice run` publishing to a local JSON-lines sink, sample
-# transactions written, and the routed messages shown.
+# from this checkout, `sluice run` publishing to a local JSON-lines sink (or to a
+# throwaway three-node RabbitMQ cluster), sample transactions written, and the routed
+# messages shown.
 #
-#   scripts/quickstart.sh
+#   scripts/quickstart.sh            # JSON-lines file
+#   scripts/quickstart.sh rabbitmq   # RabbitMQ: exchange `quickstart`, one quorum queue
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SINK="${1:-file}"
+case "$SINK" in
+    file | rabbitmq) ;;
+    *) echo "usage: $0 [file|rabbitmq]" >&2; exit 2 ;;
+esac
 
 scripts/mariadb.sh start
 eval "$(scripts/mariadb.sh env)"
@@ -16,6 +23,30 @@ SLUICE="$PWD/target/release/sluice"
 
 WORK="$(mktemp -d)"
 trap 'kill "$agent" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+if [ "$SINK" = rabbitmq ]; then
+    scripts/rabbitmq.sh start
+    MGMT="$(scripts/rabbitmq.sh management)"
+    api() { curl -sS -f -u guest:guest -H 'content-type: application/json' "$@"; }
+    # A quorum queue bound for every routing key. Sluice declares the exchange itself;
+    # queues and bindings belong to the consumers' deployment.
+    api -X PUT "$MGMT/api/exchanges/%2F/quickstart" -d '{"type":"topic","durable":true}'
+    api -X PUT "$MGMT/api/queues/%2F/quickstart" \
+        -d '{"durable":true,"arguments":{"x-queue-type":"quorum"}}'
+    api -X POST "$MGMT/api/bindings/%2F/e/quickstart/q/quickstart" -d '{"routing_key":"#"}'
+    api -X DELETE "$MGMT/api/queues/%2F/quickstart/contents" || true
+    SINK_TOML="[sink]
+kind = \"rabbitmq\"
+[sink.rabbitmq]
+addresses = [$(scripts/rabbitmq.sh ports | sed 's/[0-9]*/\"127.0.0.1:&\"/g')]
+exchange = \"quickstart\"
+routing_key = \"{topic}.{partition}\"
+management_url = \"$MGMT\""
+else
+    SINK_TOML="[sink]
+kind = \"file\"
+path = \"$WORK/messages.jsonl\""
+fi
 cat >"$WORK/sluice.toml" <<TOML
 [source]
 host = "127.0.0.1"
@@ -34,9 +65,7 @@ file = "$PWD/target/modules/canal-compat.wasm"
 "canal.mq.partitionsNum" = "4"
 "canal.mq.partitionHash" = '.*\..*:\$pk\$'
 
-[sink]
-kind = "file"
-path = "$WORK/messages.jsonl"
+$SINK_TOML
 
 [checkpoint]
 path = "$WORK/sluice.checkpoint"
@@ -70,7 +99,19 @@ sleep 2
 kill -TERM "$agent"; wait "$agent" || true
 echo "--- agent log ---"
 cat "$WORK/agent.log"
-echo "--- messages routed by the canal-compat module (topic, partition, headers, Canal FlatMessage) ---"
-cat "$WORK/messages.jsonl"
+if [ "$SINK" = rabbitmq ]; then
+    echo "--- messages in quorum queue \`quickstart\` (routing key, AMQP properties, Canal FlatMessage) ---"
+    api -X POST "$MGMT/api/queues/%2F/quickstart/get" \
+        -d '{"count":100,"ackmode":"ack_requeue_false","encoding":"auto"}' |
+        python3 -c 'import json,sys
+for m in json.load(sys.stdin):
+    p = m["properties"]
+    print(json.dumps({"routing_key": m["routing_key"], "message_id": p.get("message_id"),
+                      "headers": p.get("headers"), "value": json.loads(m["payload"])},
+                     ensure_ascii=False))'
+else
+    echo "--- messages routed by the canal-compat module (topic, partition, headers, Canal FlatMessage) ---"
+    cat "$WORK/messages.jsonl"
+fi
 echo "--- checkpoint ---"
 cat "$WORK/sluice.checkpoint"

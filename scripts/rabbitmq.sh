@@ -5,6 +5,7 @@
 #   scripts/rabbitmq.sh stop-node N|start-node N     # one node (1..3), for failover tests
 #   scripts/rabbitmq.sh ctl N ARGS...                  # rabbitmqctl against node N
 #   scripts/rabbitmq.sh ports                          # the AMQP ports, comma-separated
+#   scripts/rabbitmq.sh management                     # node 1's management API URL
 #
 # Idempotent and non-interactive. Installs Debian's rabbitmq-server when missing and
 # never touches the system service: every node runs from the package's own scripts
@@ -12,7 +13,9 @@
 # its own name (rabbitN@localhost), AMQP port ($SLUICE_RABBIT_PORT + N - 1, default
 # 35672..35674), distribution port (+10000), data and logs under
 # ~/.cache/sluice/rabbitmq, one Erlang cookie under a fixed HOME, and epmd on
-# 127.0.0.1 only. User guest/guest (loopback only), vhost /. Started with no node
+# 127.0.0.1 only. Node 1 also serves the management API (plugin rabbitmq_management)
+# on 127.0.0.1:$SLUICE_RABBIT_PORT+1000 (default 36672), which `sluice check` reads
+# bindings from. User guest/guest (loopback only), vhost /. Started with no node
 # running, it starts from empty data (queues and messages of earlier runs are gone).
 set -euo pipefail
 
@@ -40,6 +43,7 @@ install() {
 }
 
 port() { echo $((BASE_PORT + $1 - 1)); }
+management_port() { echo $((BASE_PORT + 1000)); }
 
 # Runs a command in the environment of node N (the node itself, or CLI tools talking
 # to it).
@@ -95,7 +99,16 @@ cluster_formation.classic_config.nodes.2 = rabbit2@localhost
 cluster_formation.classic_config.nodes.3 = rabbit3@localhost
 EOF
         echo "[]." >"$dir/advanced.config"
-        echo "[]." >"$dir/enabled_plugins"
+        if [ "$n" = 1 ]; then
+            # One management listener is enough: it shows the whole cluster.
+            echo "[rabbitmq_management]." >"$dir/enabled_plugins"
+            cat >>"$dir/rabbitmq.conf" <<EOF
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $(management_port)
+EOF
+        else
+            echo "[]." >"$dir/enabled_plugins"
+        fi
         : >"$dir/rabbitmq-env.conf"
     done
 }
@@ -190,5 +203,6 @@ case "${1:-}" in
     start-node) prepare; start_node "${2:?node number}" ;;
     ctl) shift; ctl "$@" ;;
     ports) ports ;;
-    *) echo "usage: $0 start|stop|status|install|wipe|stop-node N|start-node N|ctl N ...|ports" >&2; exit 2 ;;
+    management) echo "http://127.0.0.1:$(management_port)" ;;
+    *) echo "usage: $0 start|stop|status|install|wipe|stop-node N|start-node N|ctl N ...|ports|management" >&2; exit 2 ;;
 esac

@@ -490,18 +490,26 @@ async fn shutdown_signal() {
 async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
     println!("config: ok");
     let engine = sluice::router::RouterEngine::new(cfg.modules.len() as u32 + 2, None)?;
+    // What the configuration names, and what the modules declare when configured.
+    let mut topics = cfg.declared_topics();
     for (spec, path) in &cfg.modules {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let (code, _) = engine.compile(&spec.name, &bytes)?;
-        let _m = sluice::router::ModuleInstance::new(
+        let m = sluice::router::ModuleInstance::new(
             &engine,
             code.clone(),
             std::sync::Arc::new(spec.clone()),
         )?;
+        topics.extend(m.topics().iter().map(|t| t.to_string()));
         println!("module {}: ok (version {})", spec.name, code.short_hash());
     }
+    topics.sort();
+    topics.dedup();
     let sink = sluice::sink::open(&cfg.sink)?;
     sink.check_topics(&cfg.declared_topics())?;
+    for w in sink.warnings(&topics) {
+        println!("warning: {w}");
+    }
     println!("sink: ok");
     let src = sluice::source::BinlogSource::connect(
         cfg.source.clone(),

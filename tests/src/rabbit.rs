@@ -16,6 +16,11 @@ pub fn ports() -> Vec<u16> {
     (0..3).map(|i| base + i).collect()
 }
 
+/// Node 1's management API (`scripts/rabbitmq.sh management`).
+pub fn management_url() -> String {
+    format!("http://127.0.0.1:{}", ports()[0] + 1000)
+}
+
 /// `ports()` as `127.0.0.1:P` TOML strings.
 pub fn addresses_toml() -> String {
     ports()

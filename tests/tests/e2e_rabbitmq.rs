@@ -190,7 +190,8 @@ async fn a_node_stopped_mid_stream_loses_nothing() {
 /// A routing key no queue is bound for: with the module's default policy (halt) the
 /// agent stops with an error naming the exchange and the routing key, and nothing
 /// after it is checkpointed; `sluice check` names a missing exchange, a refused user
-/// and a vhost that does not exist.
+/// and a vhost that does not exist, and (through the management API) warns about the
+/// module's declared topic until a queue is bound for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
     let _guard = CLUSTER.lock().await;
@@ -219,6 +220,35 @@ async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
         config
     };
     let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    let check = |config: &std::path::Path| {
+        let out = std::process::Command::new(sluice_tests::agent::binary())
+            .args(["check", "-c"])
+            .arg(config)
+            .env("SLUICE_E2E_PASSWORD", &srv.repl.1)
+            .output()
+            .expect("sluice check runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The module declares `nobody.listens`; nothing is bound for it: a warning, not a
+    // refusal (bindings may come later).
+    let managed = write(sink_toml(
+        "sluice.unrouted",
+        &format!(
+            "management_url = \"{}\"",
+            sluice_tests::rabbit::management_url()
+        ),
+    ));
+    let (code, out, err) = check(&managed);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("warning: sink.rabbitmq: no binding of exchange `sluice.unrouted`")
+            && out.contains("`nobody.listens.{partition}`"),
+        "{out}"
+    );
     // Bad settings: `sluice check` stops naming what is wrong.
     for (sink, words) in [
         (
@@ -235,14 +265,8 @@ async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
         ),
     ] {
         let config = write(sink);
-        let out = std::process::Command::new(sluice_tests::agent::binary())
-            .args(["check", "-c"])
-            .arg(&config)
-            .env("SLUICE_E2E_PASSWORD", &srv.repl.1)
-            .output()
-            .expect("sluice check runs");
-        let text = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{text}");
+        let (code, _, text) = check(&config);
+        assert_eq!(code, Some(1), "{text}");
         for w in words {
             assert!(text.contains(w), "`{w}` not in: {text}");
         }
@@ -263,6 +287,12 @@ async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
             && text.contains("unroutable"),
         "{text}"
     );
+    // Bound now (a queue per partition, as consumers of `{topic}.{partition}` keys
+    // bind): `sluice check` has nothing to warn about.
+    sluice_tests::rabbit::setup("sluice.unrouted", &["nobody.listens.0".to_string()]);
+    let (code, out, err) = check(&managed);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!out.contains("warning:"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -75,6 +75,13 @@ async fn start(
     ctl.set_status(routers.as_ref().map(|r| r.status()));
     let sink = crate::sink::open(&cfg.sink)?;
     sink.check_topics(&cfg.declared_topics())?;
+    let mut topics = cfg.declared_topics();
+    topics.extend(routers.iter().flat_map(|r| r.declared_topics()));
+    topics.sort();
+    topics.dedup();
+    for w in sink.warnings(&topics) {
+        tracing::warn!(message = "Startup check.", warning = %w);
+    }
 
     let source = BinlogSource::connect(cfg.source.clone(), resume.clone())
         .await

@@ -294,6 +294,11 @@ impl ModuleInstance {
         &self.spec
     }
 
+    /// The topics its subscription declared (decisions may name others inline).
+    pub fn topics(&self) -> &[Arc<str>] {
+        &self.topics
+    }
+
     /// The columns shipped to the module for `database.table`, in table order, once it
     /// has seen a change of that table (what its subscription asked for, plus the key).
     pub fn shipped_columns(&self, database: &str, table: &str) -> Option<Vec<String>> {

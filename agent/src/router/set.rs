@@ -306,6 +306,18 @@ impl RouterSet {
         self.status.clone()
     }
 
+    /// The topics the serving modules' subscriptions declared, each once.
+    pub fn declared_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.instance.topics().iter().map(|t| t.to_string()))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
     /// The serving version of module `name`.
     pub fn version_of(&self, name: &str) -> Option<&str> {
         self.slots

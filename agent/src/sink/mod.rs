@@ -289,6 +289,13 @@ pub trait Publisher: Send {
         Ok(())
     }
 
+    /// Advisory startup checks: what does not stop publishing but would lose or divert
+    /// messages unseen (a RabbitMQ routing key no binding takes). `sluice check` prints
+    /// them; `sluice run` logs them at startup.
+    fn warnings(&self, _topics: &[String]) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Moves along messages held for a topic that did not exist, once it does.
     fn release_held(&mut self) -> Result<(), SinkError> {
         Ok(())

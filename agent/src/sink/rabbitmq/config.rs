@@ -37,6 +37,10 @@ pub struct RawRabbit {
     pub routing_key: Option<String>,
     /// Seconds to wait for a node to accept a connection (default 5).
     pub connect_timeout_secs: Option<u64>,
+    /// `http://HOST:PORT` of the management API (plugin `rabbitmq_management`), same
+    /// user and password: `sluice check` and startup then warn about routing keys no
+    /// binding takes.
+    pub management_url: Option<String>,
 }
 
 /// The exchange types Sluice can declare.
@@ -72,6 +76,8 @@ pub struct RabbitConfig {
     pub routing_key: String,
     /// Connection timeout per node.
     pub connect_timeout: Duration,
+    /// Management API, for the bindings check.
+    pub management_url: Option<String>,
 }
 
 impl std::fmt::Debug for RabbitConfig {
@@ -85,6 +91,7 @@ impl std::fmt::Debug for RabbitConfig {
             .field("exchange_type", &self.exchange_type)
             .field("declare_exchange", &self.declare_exchange)
             .field("routing_key", &self.routing_key)
+            .field("management_url", &self.management_url)
             .finish()
     }
 }
@@ -136,6 +143,17 @@ impl RawRabbit {
         }
         let routing_key = self.routing_key.clone().unwrap_or_else(|| "{topic}".into());
         check_template(&routing_key)?;
+        if let Some(u) = &self.management_url {
+            if u.starts_with("https://") {
+                bail!(
+                    "sink.rabbitmq.management_url: https is not supported; use the plugin's \
+                     http listener (loopback or a trusted network)"
+                );
+            }
+            if !u.starts_with("http://") || u.len() <= "http://".len() {
+                bail!("sink.rabbitmq.management_url: `{u}` is not http://HOST:PORT");
+            }
+        }
         Ok(RabbitConfig {
             addresses,
             vhost: self.vhost.clone().unwrap_or_else(|| "/".into()),
@@ -146,6 +164,7 @@ impl RawRabbit {
             declare_exchange: self.declare_exchange.unwrap_or(true),
             routing_key,
             connect_timeout: Duration::from_secs(self.connect_timeout_secs.unwrap_or(5).max(1)),
+            management_url: self.management_url.clone(),
         })
     }
 }

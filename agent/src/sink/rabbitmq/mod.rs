@@ -17,6 +17,7 @@
 //! - the in-flight window is bounded in messages and bytes: the pipeline stops reading
 //!   while it is full, so a broker that is down or slow backpressures the binlog reader.
 
+pub mod bindings;
 pub mod config;
 
 use std::collections::VecDeque;
@@ -155,6 +156,16 @@ impl Publisher for RabbitSink {
                 "rabbitmq: no node of {} accepted a connection within 30 s",
                 self.cfg.addresses.join(", ")
             ))),
+        }
+    }
+    /// Routing keys of declared topics that no binding takes (with `management_url`).
+    fn warnings(&self, topics: &[String]) -> Vec<String> {
+        let check = || bindings::warnings(&self.cfg, topics);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(check)
+            }
+            _ => check(),
         }
     }
     /// Whether the window has room (and no failure waits to be reported).
