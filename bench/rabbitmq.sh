@@ -3,8 +3,9 @@
 # (12 partitions) into quorum queues on the three-node test cluster, beside the floor:
 # a direct lapin publisher (`rabbit-bench`, confirms on one channel, the agent's window)
 # sending exactly the messages the agent sends (taken from a file-sink run of the same
-# backlog) to the same exchange and queues. Prints wall time, rows/s, messages/s, the
-# agent's CPU seconds and peak RSS, and the agent's time over the floor's.
+# backlog) to the same exchange and queues, and beside the agent's Kafka run of the same
+# backlog (tansu, 12 partitions). Prints wall time, rows/s, messages/s, the agent's CPU
+# seconds and peak RSS, and the agent's time over the floor's.
 #
 #   bench/rabbitmq.sh [ROWS]      (default 200000; REPEAT=3 interleaved rounds, medians)
 set -euo pipefail
@@ -57,6 +58,9 @@ kind = \"rabbitmq\"
 addresses = [$ADDRS]
 exchange = \"bench\"
 routing_key = \"{topic}.{partition}\""
+KAFKA="[sink]
+kind = \"kafka\"
+brokers = \"127.0.0.1:${SLUICE_TANSU_PORT:-19092}\""
 FILESINK="[sink]
 kind = \"file\"
 path = \"$WORK/out.jsonl\""
@@ -73,6 +77,10 @@ for ((round = 1; round <= REPEAT; round++)); do
     queues
     read -r _ secs < <(target/release/rabbit-bench "$WORK/messages.jsonl" "$PORT" bench 20000)
     echo "direct $secs 0 0"
+    scripts/tansu.sh restart >/dev/null
+    scripts/tansu.sh topic bench.t10 12 >/dev/null
+    r="$(agent "$KAFKA")" || exit 1
+    echo "kafka $r"
 done >"$RESULTS"
 queues
 echo
@@ -88,10 +96,12 @@ function median(a, n,    i, j, t, b) {
 END {
   for (k = 1; k <= n["agent"]; k++) { a[k] = wall["agent", k]; c[k] = cpu["agent", k] }
   for (k = 1; k <= n["direct"]; k++) d[k] = wall["direct", k]
-  ma = median(a, n["agent"]); md = median(d, n["direct"])
+  for (k = 1; k <= n["kafka"]; k++) { kw[k] = wall["kafka", k]; kc[k] = cpu["kafka", k] }
+  ma = median(a, n["agent"]); md = median(d, n["direct"]); mk = median(kw, n["kafka"])
   printf "%-28s %8s %10s %10s %7s %8s\n", "run", "wall s", "rows/s", "msgs/s", "cpu s", "RSS MiB"
   printf "%-28s %8.2f %10.0f %10.0f %7.2f %8.1f\n", "sluice run (rabbitmq)", ma, rows / ma, msgs / ma, median(c, n["agent"]), rss["agent"] / 1024
   printf "%-28s %8.2f %10.0f %10.0f %7s %8s\n", "direct lapin, confirms", md, rows / md, msgs / md, "-", "-"
-  printf "agent time / direct time: %.2f (target <= 1.3)\n", ma / md
+  printf "%-28s %8.2f %10.0f %10.0f %7.2f %8.1f\n", "sluice run (kafka, tansu)", mk, rows / mk, msgs / mk, median(kc, n["kafka"]), rss["kafka"] / 1024
+  printf "agent time / direct time: %.2f (target <= 1.3); RabbitMQ / Kafka: %.2f\n", ma / md, ma / mk
 }' "$RESULTS"
 rm -f "$RESULTS"

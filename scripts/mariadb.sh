@@ -21,6 +21,8 @@ REPL_USER="sluice"
 REPL_PASS="sluice-repl"
 
 log() { echo "mariadb.sh: $*" >&2; }
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
@@ -112,16 +114,7 @@ SQL
 }
 
 stop() {
-    if [ -f "$PIDFILE" ]; then
-        local pid
-        pid="$(cat "$PIDFILE")"
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 300); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
+    stop_pidfile "$PIDFILE" 300
     log "stopped"
 }
 

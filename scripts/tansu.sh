@@ -15,6 +15,8 @@ RUN="$ROOT/run-$PORT"
 URL="tcp://127.0.0.1:$PORT"
 
 log() { echo "tansu.sh: $*" >&2; }
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 install() {
     if [ -x "$BIN" ]; then return; fi
@@ -55,16 +57,7 @@ start() {
 }
 
 stop() {
-    if [ -f "$RUN/pid" ]; then
-        pid="$(cat "$RUN/pid")"
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        rm -f "$RUN/pid"
-    fi
+    stop_pidfile "$RUN/pid"
     # A broker started by an older copy of this script, if its pid file is gone.
     pkill -f "tansu broker --listener-url $URL" 2>/dev/null || true
     for _ in $(seq 1 50); do
