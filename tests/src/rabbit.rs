@@ -21,6 +21,27 @@ pub fn management_url() -> String {
     format!("http://127.0.0.1:{}", ports()[0] + 1000)
 }
 
+/// Deletes exchange or queue `name` of vhost `/` (`kind`: `exchanges` or `queues`)
+/// through the management API, if it exists: a test that binds or declares starts
+/// from nothing, whatever an earlier run left.
+pub fn delete(kind: &str, name: &str) {
+    let url = format!("{}/api/{kind}/%2F/{name}", management_url());
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let resp = agent
+        .delete(&url)
+        .header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+        .call()
+        .unwrap_or_else(|e| panic!("DELETE {url}: {e} (is the management API up?)"));
+    let status = resp.status().as_u16();
+    assert!(
+        status == 204 || status == 404,
+        "DELETE {url}: answered {status}"
+    );
+}
+
 /// `ports()` as `127.0.0.1:P` TOML strings.
 pub fn addresses_toml() -> String {
     ports()

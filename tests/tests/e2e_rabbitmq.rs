@@ -196,6 +196,10 @@ async fn a_node_stopped_mid_stream_loses_nothing() {
 async fn unroutable_messages_and_a_missing_exchange_are_clear_errors() {
     let _guard = CLUSTER.lock().await;
     require_cluster();
+    // No binding left by an earlier run: the queue bound at the end goes, and the
+    // exchange with it.
+    sluice_tests::rabbit::delete("queues", "nobody.listens.0");
+    sluice_tests::rabbit::delete("exchanges", "sluice.unrouted");
     sluice_tests::rabbit::setup("sluice.unrouted", &[]);
     let srv = server();
     let mut db = srv.admin().await;

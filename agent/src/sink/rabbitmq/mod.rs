@@ -54,8 +54,8 @@ impl PublisherConfig for RabbitConfig {
     }
 }
 
-use super::acks::Acks;
 use super::config::{PublisherConfig, Registration, SinkConfig};
+use super::window::{Window, first_outcome};
 use super::{OutMessage, Publisher, RefusalReason, Refused, Sink, SinkError};
 use crate::event::Checkpoint;
 
@@ -66,15 +66,6 @@ const SOFT_BYTES: u64 = 12 << 20;
 const MAX_HEADER_BYTES: usize = 64 << 10;
 /// The longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What the publisher task and the pipeline share.
-struct Shared {
-    acks: Mutex<Acks>,
-    refused: Mutex<Vec<Refused>>,
-    /// A failure no reconnect can fix (bad credentials, missing exchange), set by the
-    /// task; the pipeline stops with it.
-    failure: Mutex<Option<SinkError>>,
-}
 
 /// One message as AMQP sees it.
 struct Outgoing {
@@ -92,10 +83,9 @@ struct Outgoing {
 
 /// The publisher: the pipeline's side. A task of its own does the AMQP work.
 pub struct RabbitSink {
-    shared: Arc<Shared>,
+    shared: Arc<Window>,
     tx: mpsc::UnboundedSender<Outgoing>,
     cfg: Arc<RabbitConfig>,
-    max_in_flight: u64,
     stop: CancellationToken,
     /// The first connection's outcome, for [`RabbitSink::check_topics`].
     first: Mutex<Option<std::sync::mpsc::Receiver<Result<(), SinkError>>>>,
@@ -111,11 +101,7 @@ impl RabbitSink {
     /// Starts the publisher task (it connects in the background; a broker that is down
     /// is waited for, with messages held in the window).
     pub fn new(cfg: &RabbitConfig, max_in_flight: usize) -> Result<Self, SinkError> {
-        let shared = Arc::new(Shared {
-            acks: Mutex::new(Acks::default()),
-            refused: Mutex::new(Vec::new()),
-            failure: Mutex::new(None),
-        });
+        let shared = Arc::new(Window::new(max_in_flight, SOFT_BYTES));
         let (tx, rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let stop = CancellationToken::new();
@@ -127,7 +113,6 @@ impl RabbitSink {
             shared,
             tx,
             cfg,
-            max_in_flight: max_in_flight as u64,
             stop,
             first: Mutex::new(Some(first_rx)),
         })
@@ -142,21 +127,10 @@ impl Publisher for RabbitSink {
         let Some(rx) = self.first.lock().ok().and_then(|mut f| f.take()) else {
             return Ok(());
         };
-        let wait = || rx.recv_timeout(Duration::from_secs(30));
-        // The task runs on the same runtime: let it have this worker while waiting.
-        let answer = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        };
-        match answer {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Setup(format!(
-                "rabbitmq: no node of {} accepted a connection within 30 s",
-                self.cfg.addresses.join(", ")
-            ))),
-        }
+        first_outcome(
+            &rx,
+            &format!("rabbitmq: nodes {}", self.cfg.addresses.join(", ")),
+        )
     }
     /// Routing keys of declared topics that no binding takes (with `management_url`).
     fn warnings(&self, topics: &[String]) -> Vec<String> {
@@ -168,23 +142,13 @@ impl Publisher for RabbitSink {
             _ => check(),
         }
     }
-    /// Whether the window has room (and no failure waits to be reported).
+    /// Whether the window has room.
     fn has_room(&self) -> bool {
-        self.shared
-            .acks
-            .lock()
-            .map(|a| a.in_flight() < self.max_in_flight && a.in_flight_bytes() < SOFT_BYTES)
-            .unwrap_or(true)
+        self.shared.has_room()
     }
     /// Fails with what the task could not get past.
     fn check(&self) -> Result<(), SinkError> {
-        match self.shared.failure.lock() {
-            Ok(mut f) => match f.take() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            },
-            Err(_) => Err(SinkError::Setup("delivery state poisoned".into())),
-        }
+        self.shared.check()
     }
     /// Hands a message to the publisher task.
     fn send(&mut self, m: OutMessage) -> Result<(), SinkError> {
@@ -229,10 +193,7 @@ impl Publisher for RabbitSink {
             None
         };
         if let Some((reason, detail)) = cannot {
-            match self.shared.acks.lock() {
-                Ok(mut a) => a.sent(m.txn, bytes),
-                Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
-            }
+            self.shared.sent(m.txn, bytes)?;
             let r = Refused {
                 txn: m.txn,
                 reason,
@@ -245,9 +206,7 @@ impl Publisher for RabbitSink {
                 in_flight_bytes: bytes,
                 detail,
             };
-            if let Ok(mut q) = self.shared.refused.lock() {
-                q.push(r);
-            }
+            self.shared.refuse(r);
             return self.check();
         }
         let mut table = FieldTable::default();
@@ -279,10 +238,7 @@ impl Publisher for RabbitSink {
             payload: m.payload,
             properties,
         };
-        match self.shared.acks.lock() {
-            Ok(mut a) => a.sent(out.txn, bytes),
-            Err(_) => return Err(SinkError::Setup("delivery state poisoned".into())),
-        }
+        self.shared.sent(out.txn, bytes)?;
         self.tx
             .send(out)
             .map_err(|_| SinkError::Setup("rabbitmq: the publisher task stopped".into()))?;
@@ -290,56 +246,29 @@ impl Publisher for RabbitSink {
     }
     /// Transaction `txn` is fully sent.
     fn commit(&mut self, txn: u64, cp: Checkpoint, seen: Instant) -> Result<(), SinkError> {
-        if let Ok(mut a) = self.shared.acks.lock() {
-            a.committed(txn, cp, seen);
-        }
+        self.shared.commit(txn, cp, seen);
         self.check()
     }
     /// The newest confirmed boundary.
     fn safe_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         self.check()?;
-        Ok(self.shared.acks.lock().ok().and_then(|a| a.safe().cloned()))
+        Ok(self.shared.safe())
     }
     /// Waits until every message is confirmed (or returned and so taken back).
     fn drain(&mut self, timeout: Duration) -> Result<(), SinkError> {
-        let start = Instant::now();
-        loop {
-            self.check()?;
-            let (in_flight, _) = self.counts();
-            let refused = self.shared.refused.lock().map(|r| r.len()).unwrap_or(0) as u64;
-            if in_flight <= refused {
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(SinkError::Timeout {
-                    in_flight,
-                    waited: timeout,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.shared.drain(timeout)
     }
     /// (in flight, acknowledged).
     fn counts(&self) -> (u64, u64) {
-        self.shared
-            .acks
-            .lock()
-            .map(|a| (a.in_flight(), a.acked_total()))
-            .unwrap_or((0, 0))
+        self.shared.counts()
     }
     /// Messages returned as unroutable since the last call.
     fn take_refused(&mut self) -> Vec<Refused> {
-        self.shared
-            .refused
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q))
-            .unwrap_or_default()
+        self.shared.take_refused()
     }
     /// A returned message's policy was applied.
     fn settle(&mut self, r: &Refused) {
-        if let Ok(mut a) = self.shared.acks.lock() {
-            a.settled(r.txn, r.in_flight_bytes);
-        }
+        self.shared.settle(r);
     }
 }
 
@@ -357,7 +286,7 @@ enum Ended {
 /// again and publish what is unconfirmed first.
 async fn run(
     cfg: Arc<RabbitConfig>,
-    shared: Arc<Shared>,
+    shared: Arc<Window>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     stop: CancellationToken,
     first: std::sync::mpsc::Sender<Result<(), SinkError>>,
@@ -451,9 +380,7 @@ async fn run(
                         RefusalReason::Rejected,
                         format!("every node closed the connection before confirming it: {why}"),
                     );
-                    if let Ok(mut q) = shared.refused.lock() {
-                        q.push(r);
-                    }
+                    shared.refuse(r);
                     continue;
                 }
                 tracing::warn!(
@@ -468,7 +395,7 @@ async fn run(
 }
 
 fn report_fatal(
-    shared: &Shared,
+    shared: &Window,
     first: &mut Option<std::sync::mpsc::Sender<Result<(), SinkError>>>,
     e: SinkError,
 ) {
@@ -476,11 +403,7 @@ fn report_fatal(
         Some(f) => {
             let _ = f.send(Err(e));
         }
-        None => {
-            if let Ok(mut f) = shared.failure.lock() {
-                *f = Some(e);
-            }
-        }
+        None => shared.fail(e),
     }
 }
 
@@ -616,7 +539,7 @@ fn failed(doing: &str, e: &lapin::Error) -> Ended {
 /// messages, taking confirms in order.
 async fn publish(
     cfg: &RabbitConfig,
-    shared: &Shared,
+    shared: &Window,
     channel: &lapin::Channel,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     unconfirmed: &mut VecDeque<Outgoing>,
@@ -658,9 +581,7 @@ async fn publish(
                 };
                 match confirmation {
                     Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
-                        if let Ok(mut a) = shared.acks.lock() {
-                            a.acked(m.txn, m.bytes);
-                        }
+                        shared.acked(m.txn, m.bytes);
                     }
                     Ok(Confirmation::Ack(Some(returned))) => {
                         let detail = format!(
@@ -668,9 +589,7 @@ async fn publish(
                             cfg.exchange, m.routing_key, returned.reply_code, returned.reply_text
                         );
                         let refused = refused_from(m, RefusalReason::Unroutable, detail);
-                        if let Ok(mut q) = shared.refused.lock() {
-                            q.push(refused);
-                        }
+                        shared.refuse(refused);
                     }
                     Ok(Confirmation::Nack(_)) => {
                         // Publish it and everything after it again, in order, on a new
