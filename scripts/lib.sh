@@ -14,3 +14,15 @@ stop_pidfile() {
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$pidfile"
 }
+
+# Runs a command as root (directly, or through non-interactive sudo).
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+# Installs Debian packages, without starting their system services (RUNLEVEL=1).
+apt_install() {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}

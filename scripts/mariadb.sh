@@ -24,19 +24,12 @@ log() { echo "mariadb.sh: $*" >&2; }
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
-}
-
 ensure_installed() {
     if command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; then
         return
     fi
     log "installing mariadb-server from Debian packages"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    # policy-rc.d keeps the package from starting a system-wide service we do not want.
-    as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
-        apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
+    apt_install mariadb-server mariadb-client
 }
 
 mariadbd_bin() { command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd; }

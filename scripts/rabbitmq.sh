@@ -25,18 +25,13 @@ NODES=3
 BIN=/usr/lib/rabbitmq/bin
 
 log() { echo "rabbitmq.sh: $*" >&2; }
-
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
-}
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 install() {
     if [ -x "$BIN/rabbitmq-server" ]; then return; fi
     log "installing rabbitmq-server from Debian packages"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    # RUNLEVEL=1 keeps the package from starting its system-wide service.
-    as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
-        apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+    apt_install rabbitmq-server
     # A system node the package may have started anyway would hold epmd's names only;
     # ours have their own, but stop it so it costs nothing.
     as_root pkill -u rabbitmq -f beam 2>/dev/null || true

@@ -3,7 +3,7 @@
 # benchmarks.
 #
 #   scripts/rocketmq.sh start|stop|restart|status|install|wipe
-#   scripts/rocketmq.sh stop-broker        # the broker alone, for outage tests
+#   scripts/rocketmq.sh stop-broker|start-broker   # the broker alone (its store kept)
 #   scripts/rocketmq.sh namesrv            # the name server's address (HOST:PORT)
 #
 # Installs rocketmq-namesrv and rocketmq-broker 1.0 from crates.io into
@@ -46,7 +46,12 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 launch() {
     local name="$1" port="$2"
     shift 2
-    (cd "$RUN" && nohup "$@" >"$RUN/$name.log" 2>&1 </dev/null & echo $! >"$RUN/$name.pid")
+    # `&` on nohup alone, so $! is the server's own pid (nohup execs it).
+    (
+        cd "$RUN" || exit 1
+        nohup "$@" >"$RUN/$name.log" 2>&1 </dev/null &
+        echo $! >"$RUN/$name.pid"
+    )
     for _ in $(seq 1 200); do
         listening "$port" && return 0
         kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null || break
@@ -95,8 +100,15 @@ EOF
     export ROCKETMQ_HOME="$RUN" ROCKETMQ_SECURITY_PROFILE=development-insecure-loopback
     launch namesrv "$PORT" "$NAMESRV" --listenPort "$PORT" --bindAddress 127.0.0.1 \
         --rocketmqHome "$RUN"
-    launch broker "$BROKER_PORT" "$BROKER" -c "$RUN/conf/broker.toml" -n "127.0.0.1:$PORT"
+    start_broker
     log "running: name server 127.0.0.1:$PORT, broker 127.0.0.1:$BROKER_PORT (store $RUN/store)"
+}
+
+# The broker alone, on the store and configuration `start` wrote (its data survives).
+start_broker() {
+    if listening "$BROKER_PORT"; then return; fi
+    export ROCKETMQ_HOME="$RUN" ROCKETMQ_SECURITY_PROFILE=development-insecure-loopback
+    launch broker "$BROKER_PORT" "$BROKER" -c "$RUN/conf/broker.toml" -n "127.0.0.1:$PORT"
 }
 
 stop_one() { stop_pidfile "$RUN/$1.pid"; }
@@ -123,6 +135,7 @@ case "${1:-}" in
     status) status ;;
     wipe) stop; rm -rf "$RUN" ;;
     stop-broker) stop_one broker ;;
+    start-broker) start_broker ;;
     namesrv) echo "127.0.0.1:$PORT" ;;
-    *) echo "usage: $0 start|stop|restart|status|install|wipe|stop-broker|namesrv" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|restart|status|install|wipe|stop-broker|start-broker|namesrv" >&2; exit 2 ;;
 esac

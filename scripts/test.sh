@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, unit tests, corpus tests, module tests, and live
-# tests against a fresh throwaway MariaDB and a local Kafka-protocol broker (both started
-# here; a test that cannot reach them fails).
+# tests against a fresh throwaway MariaDB, a local Kafka-protocol broker, a three-node
+# RabbitMQ cluster and a RocketMQ name server and broker (all started here; a test that
+# cannot reach them fails).
+# Installs what a fresh machine lacks first (idempotent, cached under ~/.cache/sluice).
 #
 #   scripts/test.sh            # everything
 #   SLUICE_KEEP_DB=1 scripts/test.sh   # reuse the running test server instead of a fresh one
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+source scripts/lib.sh
+
+# Guest modules build for these targets; fmt and clippy are part of the run.
+if command -v rustup >/dev/null 2>&1; then
+    rustup target add wasm32-unknown-unknown wasm32-wasip2 >/dev/null 2>&1 \
+        || echo "test.sh: warning: could not add the wasm targets" >&2
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+# Prometheus from Debian packages: the operability test scrapes the agent with it.
+command -v prometheus >/dev/null 2>&1 || apt_install prometheus
 
 if [ "${SLUICE_KEEP_DB:-0}" != 1 ]; then
     scripts/mariadb.sh wipe >/dev/null 2>&1 || true
@@ -18,6 +31,9 @@ scripts/tansu.sh start
 # pika, the independent AMQP client the RabbitMQ tests read back with.
 scripts/rabbitmq.sh start
 python3 -c 'import pika' 2>/dev/null || python3 -m pip install --quiet pika
+# The RocketMQ name server and broker (installed into ~/.cache/sluice/rocketmq on
+# first use, ~17 minutes; a fresh store whenever they were not running).
+scripts/rocketmq.sh start
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

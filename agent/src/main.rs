@@ -224,15 +224,24 @@ fn parse_offset(s: &str) -> Result<i32, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // lapin logs every returned (unroutable) message whole, payload bytes included, at
-    // warn: one per message, as large as the message. Sluice reports those itself (the
-    // module's policy), so lapin's are kept to errors unless RUST_LOG names lapin.
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let filter = if filter.contains("lapin") {
-        filter
-    } else {
-        format!("{filter},lapin::returned_messages=error")
-    };
+    // Client libraries' own logs, unless RUST_LOG names them: lapin logs every returned
+    // (unroutable) message whole, payload included, at warn, and the RocketMQ client
+    // logs its connection life at info and its shutdown at warn. Sluice reports what
+    // matters of both itself (the module's policy, retries, outages), so theirs are
+    // kept to errors.
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    for quiet in [
+        "lapin::returned_messages",
+        "rocketmq_client_rust",
+        "rocketmq_transport",
+        "rocketmq_runtime",
+        "rocketmq_remoting",
+    ] {
+        let crate_name = quiet.split("::").next().unwrap_or(quiet);
+        if !filter.contains(crate_name) {
+            filter.push_str(&format!(",{quiet}=error"));
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = cli.log_format == LogFormat::Json;

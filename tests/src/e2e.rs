@@ -332,6 +332,30 @@ pub fn replay(msgs: &[Published]) -> Replayed {
 
 /// Runs the scenario: `start` launches an agent (fresh or resuming), `read` returns all
 /// messages published so far. Returns (row changes written, duplicates seen).
+/// [`scenario`] with five SIGKILLs against the agent configured by `config` (its log in
+/// `dir`), reading back through `read`: asserts at least 100,000 row changes arrived
+/// and returns how many.
+pub async fn kill9_scenario(
+    srv: &Server,
+    config: &Path,
+    dir: &Path,
+    broker: &str,
+    read: impl Fn() -> Vec<Published>,
+) -> usize {
+    let log = dir.join("agent.log");
+    let pass = srv.repl.1.clone();
+    let (changes, dups) = scenario(
+        srv,
+        || Agent::start(config, &log, &[("SLUICE_E2E_PASSWORD", &pass)]),
+        read,
+        5,
+    )
+    .await;
+    eprintln!("{changes} row changes through {broker}, {dups} redelivered after crashes");
+    assert!(changes >= 100_000, "{changes}");
+    changes
+}
+
 pub async fn scenario(
     srv: &Server,
     mut start: impl FnMut() -> Agent,

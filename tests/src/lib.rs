@@ -11,6 +11,7 @@ pub mod events;
 pub mod kafka;
 pub mod live;
 pub mod rabbit;
+pub mod rocket;
 pub mod vv;
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::agent::Agent;
 use sluice_tests::e2e::{
-    PARTITIONS, module_toml, scenario, scenario_source_toml, setup, source_toml,
+    PARTITIONS, kill9_scenario, module_toml, scenario_source_toml, setup, source_toml,
 };
 use sluice_tests::live::{exec, server};
 use sluice_tests::rabbit::{Consumer, addresses_toml, cluster, require_cluster};
@@ -110,17 +110,7 @@ async fn rabbitmq_sink_survives_kill9() {
     )
     .expect("config");
     let consumer = Consumer::start(&dir.join("received.jsonl"), &qs);
-    let log = dir.join("agent.log");
-    let pass = srv.repl.1.clone();
-    let (changes, dups) = scenario(
-        &srv,
-        || Agent::start(&config, &log, &[("SLUICE_E2E_PASSWORD", &pass)]),
-        || consumer.read(),
-        5,
-    )
-    .await;
-    eprintln!("{changes} row changes through RabbitMQ, {dups} redelivered after crashes");
-    assert!(changes >= 100_000, "{changes}");
+    kill9_scenario(&srv, &config, &dir, "RabbitMQ", || consumer.read()).await;
     // Every message as AMQP carries it: persistent, JSON, its position as message id,
     // Sluice's headers as AMQP headers.
     let raw = consumer.raw();

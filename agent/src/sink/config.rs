@@ -22,6 +22,7 @@ pub const PUBLISHERS: &[Registration] = &[
     super::local::FILE,
     super::kafka::REGISTRATION,
     super::rabbitmq::REGISTRATION,
+    super::rocketmq::REGISTRATION,
 ];
 
 /// How a publisher joins Sluice: its `sink.kind`, the `[sink]` keys and sections it
@@ -268,7 +269,7 @@ mod tests {
         let e = sink("kind = \"kafak\"\n").expect_err("kind");
         assert!(
             e.to_string()
-                .contains("`kafak` is not one of stdout, file, kafka, rabbitmq"),
+                .contains("`kafak` is not one of stdout, file, kafka, rabbitmq, rocketmq"),
             "{e}"
         );
     }

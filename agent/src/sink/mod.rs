@@ -10,6 +10,7 @@ pub mod config;
 pub mod kafka;
 pub mod local;
 pub mod rabbitmq;
+pub mod rocketmq;
 pub mod window;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,295 @@
+//! `sluice run` publishing to a real RocketMQ (the Rust name server and broker,
+//! `scripts/rocketmq.sh`), read back with `rocketmq-client-rust` pull consumers: the
+//! mixed >100k-row workload through canal-compat with five SIGKILL restarts (every
+//! row's final state equal to the database, per-queue order, each message in the queue
+//! Canal's partition formula gives, the deduplication recipe), one topic with a tag per
+//! business domain (a consumer's tag expression receives only its tags), the broker
+//! stopped mid-stream, and what a missing topic does.
+
+use std::time::Duration;
+
+use sluice_tests::agent::Agent;
+use sluice_tests::e2e::{
+    PARTITIONS, kill9_scenario, module_toml, scenario_source_toml, setup, source_toml,
+};
+use sluice_tests::live::{exec, server};
+use sluice_tests::rocket::{Consumer, create_topic, namesrv, require_broker};
+
+/// The tests here share the broker (one stops it): one at a time.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn sink_toml(extra: &str) -> String {
+    format!(
+        "\n[sink]\nkind = \"rocketmq\"\n[sink.rocketmq]\nnamesrv = [\"{}\"]\ncluster = \"{}\"\n{extra}\n",
+        namesrv(),
+        sluice_tests::rocket::CLUSTER
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocketmq_sink_survives_kill9() {
+    let _guard = BROKER.lock().await;
+    require_broker();
+    // Canal's names: the dynamic topics `e2e.t1`... publish as `e2e_t1`...
+    let topics = ["e2e_t1", "e2e_t2", "e2e_default"];
+    for t in topics {
+        create_topic(t, PARTITIONS);
+    }
+    let srv = server();
+    let mut admin = srv.admin().await;
+    setup(&mut admin).await;
+    let dir = sluice_tests::scratch_dir("e2e-rocket");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}{}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            scenario_source_toml(&srv, 4_700_001),
+            module_toml(std::path::Path::new(env!("GUEST_CANAL_COMPAT"))),
+            sink_toml("tag = \"cdc\""),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir, &topics, "*");
+    kill9_scenario(&srv, &config, &dir, "RocketMQ", || consumer.read()).await;
+    // Every message as RocketMQ carries it: the static tag, the primary key as its key,
+    // Sluice's headers as user properties.
+    let raw = consumer.raw();
+    assert!(!raw.is_empty());
+    for m in raw.iter().take(200) {
+        assert_eq!(m["tags"], "cdc", "{m}");
+        assert!(m["properties"]["sluice.position"].is_string(), "{m}");
+        assert!(m["properties"]["sluice.table"].is_string(), "{m}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// One topic for every table, a tag per business domain (the `tags` module): each
+/// message carries its table's tag, and a consumer subscribed with a tag expression
+/// receives exactly the messages of its tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_topic_with_a_tag_per_domain_and_consumers_filter_by_tag() {
+    let _guard = BROKER.lock().await;
+    require_broker();
+    create_topic("domains", 4);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS rtags").await;
+    exec(&mut db, "CREATE DATABASE rtags").await;
+    for t in ["orders", "payments", "users"] {
+        exec(
+            &mut db,
+            &format!("CREATE TABLE rtags.{t} (id BIGINT PRIMARY KEY, v INT)"),
+        )
+        .await;
+    }
+    let dir = sluice_tests::scratch_dir("rocket-tags");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['rtags\\..*']\n\
+             [[modules]]\nname = \"tags\"\nfile = \"{}\"\n[modules.config]\ntopic = \"domains\"\n\
+             \"tag.ES_UPDATE_EVENT\" = 'rtags\\.orders,rtags\\.payments'\n\"tag.USER_EVENT\" = 'rtags\\.users'\n\
+             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            source_toml(&srv, 4_700_002),
+            env!("GUEST_TAGS"),
+            sink_toml(""),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let all = Consumer::start(&dir, &["domains"], "*");
+    let es = Consumer::start(&dir, &["domains"], "ES_UPDATE_EVENT");
+    let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    for i in 0..50 {
+        for t in ["orders", "payments", "users"] {
+            exec(&mut db, &format!("INSERT INTO rtags.{t} VALUES ({i}, {i})")).await;
+        }
+    }
+    let table = |m: &serde_json::Value| {
+        serde_json::from_str::<serde_json::Value>(m["body"].as_str().unwrap_or_default())
+            .ok()
+            .and_then(|b| b["table"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let t = std::time::Instant::now();
+    while all.raw().len() < 150 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} of 150 messages after 60 s",
+            all.raw().len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for m in all.raw() {
+        let want = if table(&m) == "users" {
+            "USER_EVENT"
+        } else {
+            "ES_UPDATE_EVENT"
+        };
+        assert_eq!(m["tags"], want, "{m}");
+        assert!(
+            m["properties"].get("tag").is_none(),
+            "the tag header is the tag, not a property: {m}"
+        );
+    }
+    // The tag-filtered consumer: every orders and payments message, nothing else.
+    let t = std::time::Instant::now();
+    while es.raw().len() < 100 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{} of 100 tagged messages after 30 s",
+            es.raw().len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let got = es.raw();
+    assert_eq!(got.len(), 100, "only the two tables' messages");
+    assert!(got.iter().all(|m| table(m) != "users"));
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `sluice check` and `sluice run` name a topic that does not exist (never created by
+/// a send); a name server nobody listens on is a clear error too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_and_an_unreachable_name_server_are_clear_errors() {
+    let _guard = BROKER.lock().await;
+    require_broker();
+    let srv = server();
+    let dir = sluice_tests::scratch_dir("rocket-missing");
+    let write = |sink: String| {
+        let config = dir.join("sluice.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n[sink]\ndefault_topic = \"no_such_topic_{}\"\n{}\n[checkpoint]\npath = \"{}\"\n",
+                source_toml(&srv, 4_700_003),
+                std::process::id(),
+                sink.replace("\n[sink]\n", "\n"),
+                dir.join("cp").display()
+            ),
+        )
+        .expect("config");
+        config
+    };
+    for (sink, words) in [
+        (
+            sink_toml(""),
+            vec!["no_such_topic_", "sluice ctl create-topic"],
+        ),
+        (
+            sink_toml("").replace(&namesrv(), "127.0.0.1:1"),
+            vec!["127.0.0.1:1", "do not answer"],
+        ),
+    ] {
+        let config = write(sink);
+        let out = std::process::Command::new(sluice_tests::agent::binary())
+            .args(["check", "-c"])
+            .arg(&config)
+            .env("SLUICE_E2E_PASSWORD", &srv.repl.1)
+            .output()
+            .expect("sluice check runs");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        for w in words {
+            assert!(text.contains(w), "`{w}` not in: {text}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The broker is stopped mid-stream and started again 5 s later (its store kept): the
+/// agent holds what was not stored, sends it again when the broker is back, and every
+/// row arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_nothing() {
+    use mysql_async::prelude::Queryable;
+    let _guard = BROKER.lock().await;
+    require_broker();
+    create_topic("restart_t", 4);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS rrestart").await;
+    exec(&mut db, "CREATE DATABASE rrestart").await;
+    exec(
+        &mut db,
+        "CREATE TABLE rrestart.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    let dir = sluice_tests::scratch_dir("rocket-restart");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['rrestart\\..*']\n\
+             [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\
+             \"canal.mq.topic\" = \"restart_t\"\n\"canal.mq.partitionsNum\" = \"4\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
+             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            source_toml(&srv, 4_700_004),
+            env!("GUEST_CANAL_COMPAT"),
+            sink_toml(""),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir, &["restart_t"], "*");
+    let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let rows = 20_000u64;
+    let mut next = 0u64;
+    let mut write = async |n: u64| {
+        for _ in 0..n / 500 {
+            let values: Vec<String> = (next..next + 500)
+                .map(|i| format!("({i}, 'v{i}')"))
+                .collect();
+            next += 500;
+            db.query_drop(format!(
+                "INSERT INTO rrestart.t VALUES {}",
+                values.join(",")
+            ))
+            .await
+            .expect("insert");
+        }
+    };
+    // Some rows before, half while the broker is down (they wait in the window), the
+    // rest after it is back.
+    write(5_000).await;
+    sluice_tests::rocket::script(&["stop-broker"]);
+    write(10_000).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sluice_tests::rocket::script(&["start-broker"]);
+    write(5_000).await;
+    let ids = |c: &Consumer| -> std::collections::BTreeSet<u64> {
+        c.read()
+            .iter()
+            .flat_map(|m| m.value["data"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["id"].as_str().and_then(|s| s.parse().ok()))
+            .collect()
+    };
+    let t = std::time::Instant::now();
+    while ids(&consumer).len() < rows as usize {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{} of {rows} rows after the broker came back",
+            ids(&consumer).len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
+    // The outage was felt: sends failed and were retried, not lost.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("RocketMQ send not stored; sending again"),
+        "the broker outage never held a message: {text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
