@@ -69,3 +69,78 @@ file = "$PWD/target/modules/canal-compat.wasm"
 "canal.mq.partitionHash" = '.*\..*:\$pk\$'
 TOML
 }
+
+# Drains the backlog (from $FILE:$POS) with `sluice run`, canal-compat and the sink
+# section $1, its config and checkpoint under $WORK, as replica $2 (server id); prints
+# "wall-seconds cpu-seconds peak-rss-KiB".
+drain_with_sink() {
+    rm -f "$WORK/cp" "$WORK/out.jsonl"
+    cat >"$WORK/sluice.toml" <<TOML
+[source]
+host = "127.0.0.1"
+port = $SLUICE_MYSQL_PORT
+user = "$SLUICE_MYSQL_USER"
+password_env = "SLUICE_MYSQL_PASSWORD"
+server_id = $2
+start = "$FILE:$POS"
+[router]
+batch = 1000
+[checkpoint]
+path = "$WORK/cp"
+[admin]
+listen = "127.0.0.1:0"
+TOML
+    canal_module_toml >>"$WORK/sluice.toml"
+    echo "$1" >>"$WORK/sluice.toml"
+    local r
+    r="$(drain_backlog "$WORK/sluice.toml" "$WORK/cp")"
+    [ -n "$r" ] || { echo "the agent run failed (log: $WORK/sluice.toml.log)" >&2; return 1; }
+    echo "$r"
+}
+
+# Prints the medians of a results file ($1: lines "agent|direct|kafka wall cpu rss")
+# for $2 rows and $3 messages: the agent on broker $4, the floor named $5, and the
+# agent's Kafka run, with the agent's time over the floor's.
+report_vs_floor() {
+    awk -v rows="$2" -v msgs="$3" -v broker="$4" -v floor="$5" '
+function median(a, n,    i, j, t, b) {
+  for (i = 1; i <= n; i++) b[i] = a[i]
+  for (i = 2; i <= n; i++) for (j = i; j > 1 && b[j-1] > b[j]; j--) { t = b[j]; b[j] = b[j-1]; b[j-1] = t }
+  return n % 2 ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2
+}
+{ k = ++n[$1]; wall[$1, k] = $2; cpu[$1, k] = $3; if ($4 > rss[$1]) rss[$1] = $4 }
+END {
+  for (k = 1; k <= n["agent"]; k++) { a[k] = wall["agent", k]; c[k] = cpu["agent", k] }
+  for (k = 1; k <= n["direct"]; k++) d[k] = wall["direct", k]
+  for (k = 1; k <= n["kafka"]; k++) { kw[k] = wall["kafka", k]; kc[k] = cpu["kafka", k] }
+  ma = median(a, n["agent"]); md = median(d, n["direct"]); mk = median(kw, n["kafka"])
+  printf "%-28s %8s %10s %10s %7s %8s\n", "run", "wall s", "rows/s", "msgs/s", "cpu s", "RSS MiB"
+  printf "%-28s %8.2f %10.0f %10.0f %7.2f %8.1f\n", "sluice run (" broker ")", ma, rows / ma, msgs / ma, median(c, n["agent"]), rss["agent"] / 1024
+  printf "%-28s %8.2f %10.0f %10.0f %7s %8s\n", floor, md, rows / md, msgs / md, "-", "-"
+  printf "%-28s %8.2f %10.0f %10.0f %7.2f %8.1f\n", "sluice run (kafka, tansu)", mk, rows / mk, msgs / mk, median(kc, n["kafka"]), rss["kafka"] / 1024
+  printf "agent time / direct time: %.2f (target <= 1.3); %s / Kafka: %.2f\n", ma / md, broker, ma / mk
+}' "$1"
+}
+
+# The messages the agent publishes for the backlog, as a file-sink run writes them
+# ($WORK/messages.jsonl, for a direct publisher to send the same ones); sets MESSAGES.
+# Also warms the module cache.
+record_messages() {
+    drain_with_sink "[sink]
+kind = \"file\"
+path = \"$WORK/out.jsonl\"" "$1" >/dev/null || return 1
+    cp "$WORK/out.jsonl" "$WORK/messages.jsonl"
+    MESSAGES=$(wc -l <"$WORK/messages.jsonl")
+}
+
+# One agent run of the backlog to Kafka (tansu restarted empty, topic bench.t10 with 12
+# partitions), as replica $1; prints "kafka wall cpu rss".
+kafka_round() {
+    scripts/tansu.sh restart >/dev/null
+    scripts/tansu.sh topic bench.t10 12 >/dev/null
+    local r
+    r="$(drain_with_sink "[sink]
+kind = \"kafka\"
+brokers = \"127.0.0.1:${SLUICE_TANSU_PORT:-19092}\"" "$1")" || return 1
+    echo "kafka $r"
+}
