@@ -16,13 +16,16 @@ use crate::live::{Server, exec};
 /// Partitions per topic in the scenario.
 pub const PARTITIONS: i32 = 4;
 
-/// The module config the scenario uses.
+/// The module config the scenario uses. Its deadline is generous: these tests are about
+/// delivery, and a debug build on two shared cores can take more than the default
+/// 50 ms over a batch (deadlines have their own tests, in `module_isolation`).
 pub fn module_toml(module: &Path) -> String {
     format!(
         r#"
 [[modules]]
 name = "canal"
 file = "{}"
+deadline_ms = 2000
 topics = ["e2e.*"]
 [modules.config]
 "canal.mq.topic" = "e2e.default"

@@ -90,7 +90,7 @@ async fn one_topic_with_a_tag_per_domain_and_consumers_filter_by_tag() {
         &config,
         format!(
             "{}include = ['rtags\\..*']\n\
-             [[modules]]\nname = \"tags\"\nfile = \"{}\"\n[modules.config]\ntopic = \"domains\"\n\
+             [[modules]]\nname = \"tags\"\nfile = \"{}\"\ndeadline_ms = 2000\n[modules.config]\ntopic = \"domains\"\n\
              \"tag.ES_UPDATE_EVENT\" = 'rtags\\.orders,rtags\\.payments'\n\"tag.USER_EVENT\" = 'rtags\\.users'\n\
              {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_700_002),
@@ -229,7 +229,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         &config,
         format!(
             "{}include = ['rrestart\\..*']\n\
-             [[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\
+             [[modules]]\nname = \"canal\"\nfile = \"{}\"\ndeadline_ms = 2000\n[modules.config]\n\
              \"canal.mq.topic\" = \"restart_t\"\n\"canal.mq.partitionsNum\" = \"4\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
              {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_700_004),
@@ -263,6 +263,19 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     // Some rows before, half while the broker is down (they wait in the window), the
     // rest after it is back.
     write(5_000).await;
+    // The broker runs again when the test ends, whatever happens: the tests after it
+    // need it.
+    struct Restart;
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            // Not `script`: a panic here, while a failure unwinds, would abort.
+            let _ = std::process::Command::new("bash")
+                .arg(sluice_tests::repo_root().join("scripts/rocketmq.sh"))
+                .arg("start-broker")
+                .output();
+        }
+    }
+    let _restart = Restart;
     sluice_tests::rocket::script(&["stop-broker"]);
     write(10_000).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
