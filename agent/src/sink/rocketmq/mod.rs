@@ -605,3 +605,53 @@ async fn send_in_order(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::HeaderValue;
+
+    fn message(headers: Vec<(&'static str, &[u8])>) -> OutMessage {
+        OutMessage {
+            topic: Arc::from("shop.orders"),
+            partition: Some(1),
+            key: Some(b"42".to_vec()),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.into(), HeaderValue::from(v)))
+                .collect(),
+            payload: b"{}".to_vec(),
+            txn: 1,
+        }
+    }
+
+    /// A header RocketMQ cannot carry (its property separators inside) is refused before
+    /// it reaches a broker, for the module's policy; the window lets it go once settled.
+    /// No broker needed: nothing is sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_header_rocketmq_cannot_carry_is_refused_not_sent() {
+        let cfg = RawRocket {
+            namesrv: vec!["127.0.0.1:1".into()],
+            ..RawRocket::default()
+        }
+        .validate()
+        .expect("config");
+        let mut sink = RocketSink::new(&cfg, 10).expect("publisher");
+        sink.send(message(vec![
+            ("sluice.position", b"f:4:0"),
+            ("sluice.module", b"m"),
+            ("team", b"a\x01b"),
+        ]))
+        .expect("refused, not failed");
+        let refused = sink.take_refused();
+        assert_eq!(refused.len(), 1);
+        let r = &refused[0];
+        assert_eq!(r.reason, RefusalReason::Rejected);
+        assert!(r.detail.contains("header `team`"), "{}", r.detail);
+        assert_eq!(r.position, "f:4:0");
+        assert_eq!(r.module, "m");
+        assert_eq!(sink.counts().0, 1, "held until its policy is applied");
+        sink.settle(r);
+        assert_eq!(sink.counts().0, 0);
+    }
+}
