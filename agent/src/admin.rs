@@ -787,6 +787,18 @@ mod tests {
         std::fs::remove_dir_all(&root).ok();
     }
 
+    /// An admin server on a free loopback port, no token, with `request_timeout`.
+    fn loopback(request_timeout: std::time::Duration) -> AdminConfig {
+        AdminConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+            topic_partitions: 1,
+            topic_replication: 1,
+            modules_dir: None,
+            request_timeout,
+        }
+    }
+
     /// A raw client: connects, writes `head`, and returns the stream.
     async fn send(addr: SocketAddr, head: &str) -> tokio::net::TcpStream {
         use tokio::io::AsyncWriteExt;
@@ -820,14 +832,7 @@ mod tests {
         use std::time::Duration;
         let control = Arc::new(Control::new(Duration::from_secs(60)));
         control.set_status(Some(Arc::new(std::sync::Mutex::new(Vec::new()))));
-        let cfg = AdminConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            token: None,
-            topic_partitions: 1,
-            topic_replication: 1,
-            modules_dir: None,
-            request_timeout: Duration::from_secs(30),
-        };
+        let cfg = loopback(Duration::from_secs(30));
         let cancel = CancellationToken::new();
         let served = serve(&cfg, control, cancel.clone()).await.expect("serve");
         for _ in 0..5 {
@@ -864,14 +869,7 @@ mod tests {
                 failed: None,
             }]));
         control.set_status(Some(board));
-        let cfg = AdminConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            token: None,
-            topic_partitions: 1,
-            topic_replication: 1,
-            modules_dir: None,
-            request_timeout: Duration::from_secs(3),
-        };
+        let cfg = loopback(Duration::from_secs(3));
         let cancel = CancellationToken::new();
         let served = serve(&cfg, control, cancel.clone()).await.expect("serve");
         let addr = served.addr;
