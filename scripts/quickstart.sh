@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Quick start: a throwaway local MariaDB, the agent and the canal-compat module built
 # from this checkout, `sluice run` publishing to a local JSON-lines sink (or to a
-# throwaway three-node RabbitMQ cluster), sample transactions written, and the routed
-# messages shown.
+# throwaway three-node RabbitMQ cluster, or a throwaway RocketMQ name server and
+# broker), sample transactions written, and the routed messages shown.
 #
 #   scripts/quickstart.sh            # JSON-lines file
 #   scripts/quickstart.sh rabbitmq   # RabbitMQ: exchange `quickstart`, one quorum queue
+#   scripts/quickstart.sh rocketmq   # RocketMQ: topics `example` and `shop_orders`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SINK="${1:-file}"
 case "$SINK" in
-    file | rabbitmq) ;;
-    *) echo "usage: $0 [file|rabbitmq]" >&2; exit 2 ;;
+    file | rabbitmq | rocketmq) ;;
+    *) echo "usage: $0 [file|rabbitmq|rocketmq]" >&2; exit 2 ;;
 esac
 
 scripts/mariadb.sh start
@@ -42,6 +43,21 @@ addresses = [$(scripts/rabbitmq.sh ports | sed 's/[0-9]*/\"127.0.0.1:&\"/g')]
 exchange = \"quickstart\"
 routing_key = \"{topic}.{partition}\"
 management_url = \"$MGMT\""
+elif [ "$SINK" = rocketmq ]; then
+    scripts/rocketmq.sh start
+    NAMESRV="$(scripts/rocketmq.sh namesrv)"
+    # rmq: the tests' rocketmq-client-rust helper, to create the topics (RocketMQ never
+    # creates one on a send here) and read them back.
+    cargo build --release --quiet -p sluice-tests --bin rmq
+    RMQ="$PWD/target/release/rmq"
+    # Canal's names: the dynamic topic shop.orders publishes as shop_orders.
+    for t in example shop_orders; do "$RMQ" create "$NAMESRV" SluiceCluster "$t" 4; done
+    SINK_TOML="[sink]
+kind = \"rocketmq\"
+[sink.rocketmq]
+namesrv = [\"$NAMESRV\"]
+cluster = \"SluiceCluster\"
+tag = \"quickstart\""
 else
     SINK_TOML="[sink]
 kind = \"file\"
@@ -109,6 +125,12 @@ for m in json.load(sys.stdin):
     print(json.dumps({"routing_key": m["routing_key"], "message_id": p.get("message_id"),
                       "headers": p.get("headers"), "value": json.loads(m["payload"])},
                      ensure_ascii=False))'
+elif [ "$SINK" = rocketmq ]; then
+    echo "--- messages in RocketMQ (topic, queue, offset, tag, key, properties, Canal FlatMessage) ---"
+    for t in example shop_orders; do
+        "$RMQ" dump "$NAMESRV" "$t" '*' "$WORK/$t.jsonl" 2000 2>/dev/null
+        cat "$WORK/$t.jsonl" 2>/dev/null || true
+    done
 else
     echo "--- messages routed by the canal-compat module (topic, partition, headers, Canal FlatMessage) ---"
     cat "$WORK/messages.jsonl"

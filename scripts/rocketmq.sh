@@ -4,6 +4,7 @@
 #
 #   scripts/rocketmq.sh start|stop|restart|status|install|wipe
 #   scripts/rocketmq.sh stop-broker|start-broker   # the broker alone (its store kept)
+#   scripts/rocketmq.sh stop-namesrv|start-namesrv # the name server alone (empty again)
 #   scripts/rocketmq.sh namesrv            # the name server's address (HOST:PORT)
 #
 # Installs rocketmq-namesrv and rocketmq-broker 1.0 from crates.io into
@@ -11,7 +12,9 @@
 # reuse them). The name server listens on 127.0.0.1:$SLUICE_ROCKETMQ_PORT (default
 # 19876); the broker on 127.0.0.1:$SLUICE_ROCKETMQ_PORT+1035 (default 20911; its fast
 # port is that - 2 and its HA port that + 1), with its store under
-# ~/.cache/sluice/rocketmq/run. A start from nothing running starts from an empty store.
+# ~/.cache/sluice/rocketmq/run; a second broker (cluster SyncCluster, a SYNC_MASTER with
+# no slave, so it never answers SEND_OK) on that + 20. A start from nothing running
+# starts from an empty store.
 set -euo pipefail
 
 PORT="${SLUICE_ROCKETMQ_PORT:-19876}"
@@ -38,6 +41,7 @@ install() {
 
 BROKER_PORT=$((PORT + 1035))   # 20911 by default; the broker's fast port is this - 2
 HA_PORT=$((BROKER_PORT + 1))
+SYNC_PORT=$((BROKER_PORT + 20))   # 20931: the SYNC_MASTER broker without a slave
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -64,7 +68,7 @@ launch() {
 
 start() {
     install
-    if listening "$PORT" && listening "$BROKER_PORT"; then
+    if listening "$PORT" && listening "$BROKER_PORT" && listening "$SYNC_PORT"; then
         log "already running: name server 127.0.0.1:$PORT, broker 127.0.0.1:$BROKER_PORT"
         return
     fi
@@ -81,6 +85,9 @@ storePathRootDir = "$RUN/store"
 # Topics are created on purpose (sluice ctl create-topic, scripts/rocketmq.sh topic),
 # never by a send.
 autoCreateTopicEnable = false
+# Registers with the name server every 10 s (the least it takes; default 30 s), so a
+# restarted name server knows the broker's topics again soon.
+registerNameServerPeriod = 10000
 
 [broker.brokerServerConfig]
 bindAddress = "127.0.0.1"
@@ -98,10 +105,29 @@ haListenAddress = "127.0.0.1"
 haListenPort = $HA_PORT
 EOF
     export ROCKETMQ_HOME="$RUN" ROCKETMQ_SECURITY_PROFILE=development-insecure-loopback
+    # A second broker, alone in cluster SyncCluster, as a SYNC_MASTER without a slave:
+    # it stores each message but never answers SEND_OK (tests of the `accept` setting).
+    mkdir -p "$RUN/sync/store"
+    sed -e "s/^listenPort = .*/listenPort = $SYNC_PORT/" \
+        -e "s/^haListenPort = .*/haListenPort = $((SYNC_PORT + 1))/" \
+        -e 's/^brokerName = .*/brokerName = "sluice-sync"/' \
+        -e 's/^brokerClusterName = .*/brokerClusterName = "SyncCluster"/' \
+        -e 's/^brokerRole = .*/brokerRole = "SYNC_MASTER"\ninSyncReplicas = 2\ntotalReplicas = 2\nslaveTimeout = 1000/' \
+        -e "s#$RUN/store#$RUN/sync/store#" \
+        "$RUN/conf/broker.toml" >"$RUN/conf/sync.toml"
+    start_namesrv
+    start_broker
+    launch sync "$SYNC_PORT" "$BROKER" -c "$RUN/conf/sync.toml" -n "127.0.0.1:$PORT"
+    log "running: name server 127.0.0.1:$PORT, broker 127.0.0.1:$BROKER_PORT (store $RUN/store), SYNC_MASTER broker 127.0.0.1:$SYNC_PORT"
+}
+
+# The name server alone (it keeps routes in memory: the broker registers again within
+# its heartbeat period).
+start_namesrv() {
+    if listening "$PORT"; then return; fi
+    export ROCKETMQ_HOME="$RUN" ROCKETMQ_SECURITY_PROFILE=development-insecure-loopback
     launch namesrv "$PORT" "$NAMESRV" --listenPort "$PORT" --bindAddress 127.0.0.1 \
         --rocketmqHome "$RUN"
-    start_broker
-    log "running: name server 127.0.0.1:$PORT, broker 127.0.0.1:$BROKER_PORT (store $RUN/store)"
 }
 
 # The broker alone, on the store and configuration `start` wrote (its data survives).
@@ -114,13 +140,14 @@ start_broker() {
 stop_one() { stop_pidfile "$RUN/$1.pid"; }
 
 stop() {
+    stop_one sync
     stop_one broker
     stop_one namesrv
     log "stopped"
 }
 
 status() {
-    for what in "name server:$PORT" "broker:$BROKER_PORT"; do
+    for what in "name server:$PORT" "broker:$BROKER_PORT" "sync broker:$SYNC_PORT"; do
         if listening "${what##*:}"; then echo "${what%%:*} 127.0.0.1:${what##*:} up"; else
             echo "${what%%:*} 127.0.0.1:${what##*:} down"
         fi
@@ -136,6 +163,8 @@ case "${1:-}" in
     wipe) stop; rm -rf "$RUN" ;;
     stop-broker) stop_one broker ;;
     start-broker) start_broker ;;
+    stop-namesrv) stop_one namesrv ;;
+    start-namesrv) start_namesrv ;;
     namesrv) echo "127.0.0.1:$PORT" ;;
-    *) echo "usage: $0 start|stop|restart|status|install|wipe|stop-broker|start-broker|namesrv" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|restart|status|install|wipe|stop-broker|start-broker|stop-namesrv|start-namesrv|namesrv" >&2; exit 2 ;;
 esac

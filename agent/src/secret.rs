@@ -37,6 +37,30 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// A secret named by a config section as `NAME_env` (an environment variable) or
+/// `NAME_file` (a file, its trailing newline dropped); `key` is the section and name for
+/// errors (`sink.rabbitmq.password`). `Ok(None)` when neither is set; both set is an
+/// error. The secret itself never appears in an error, only where it was looked for.
+pub fn from_env_or_file(
+    key: &str,
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Secret>> {
+    use anyhow::Context;
+    match (env, file) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("{key}: set one of `{key}_env` and `{key}_file`, not both")
+        }
+        (Some(var), None) => std::env::var(var)
+            .with_context(|| format!("{key}_env: environment variable `{var}` is not set"))
+            .map(|v| Some(Secret(v))),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("{key}_file: cannot read `{}`", f.display()))
+            .map(|v| Some(Secret(v.trim_end_matches(['\n', '\r']).to_string()))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Whether a config key (a TOML key, a librdkafka property) probably holds a secret.
 /// Deliberately broad, so a misspelt `sasl.pasword` is masked too: masking a harmless
 /// value costs a less helpful message, printing a password costs the password.

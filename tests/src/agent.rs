@@ -18,6 +18,26 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Runs `sluice ctl ARGS` against the admin API on loopback `port`: (exit code, stdout
+/// and stderr).
+pub fn ctl(port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(binary())
+        .arg("ctl")
+        .arg("--admin")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(args)
+        .output()
+        .expect("sluice ctl runs");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// A loopback port nothing listens on (for an agent's admin API).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -39,7 +39,11 @@ pub fn require_broker() {
     let port = |p: &str| p.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
     let ns = namesrv();
     let ns_port = port(&ns).unwrap_or(19876);
-    for (what, p) in [("name server", ns_port), ("broker", ns_port + 1035)] {
+    for (what, p) in [
+        ("name server", ns_port),
+        ("broker", ns_port + 1035),
+        ("SYNC_MASTER broker", ns_port + 1055),
+    ] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", p)).is_ok(),
             "no RocketMQ {what} on 127.0.0.1:{p}: start it with scripts/rocketmq.sh start"
@@ -62,10 +66,19 @@ pub fn script(args: &[&str]) {
     );
 }
 
+/// The cluster of the second test broker: a SYNC_MASTER without a slave, which stores
+/// each message but never answers `SEND_OK`.
+pub const SYNC_CLUSTER: &str = "SyncCluster";
+
 /// Creates (or updates) `topic` with `queues` queues and waits for its route.
 pub fn create_topic(topic: &str, queues: i32) {
+    create_topic_on(CLUSTER, topic, queues)
+}
+
+/// [`create_topic`] on the masters of `cluster`.
+pub fn create_topic_on(cluster: &str, topic: &str, queues: i32) {
     let out = Command::new(rmq())
-        .args(["create", &namesrv(), CLUSTER, topic, &queues.to_string()])
+        .args(["create", &namesrv(), cluster, topic, &queues.to_string()])
         .output()
         .expect("rmq runs");
     assert!(
@@ -73,6 +86,18 @@ pub fn create_topic(topic: &str, queues: i32) {
         "creating topic {topic}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// How many writable queues `topic` has (`None`: no route).
+pub fn queues(topic: &str) -> Option<usize> {
+    let out = Command::new(rmq())
+        .args(["queues", &namesrv(), topic])
+        .output()
+        .expect("rmq runs");
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// A consumer of `topics` (each pulled from its first message, with a tag

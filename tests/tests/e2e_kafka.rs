@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_tests::agent::{Agent, admin_get, free_port};
+use sluice_tests::agent::{Agent, admin_get, ctl, free_port};
 use sluice_tests::e2e::{
     PARTITIONS, db_state, module_toml, phase, replay, scenario, scenario_source_toml, setup,
     source_toml,
@@ -38,25 +38,6 @@ fn kafka_config(
     )
     .expect("config");
     (config, port)
-}
-
-/// Runs `sluice ctl` against the agent's admin API: (exit code, stdout and stderr).
-fn ctl(port: u16, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(sluice_tests::agent::binary())
-        .arg("ctl")
-        .arg("--admin")
-        .arg(format!("http://127.0.0.1:{port}"))
-        .args(args)
-        .output()
-        .expect("sluice ctl runs");
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to the test broker.

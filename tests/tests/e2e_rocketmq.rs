@@ -4,16 +4,18 @@
 //! row's final state equal to the database, per-queue order, each message in the queue
 //! Canal's partition formula gives, the deduplication recipe), one topic with a tag per
 //! business domain (a consumer's tag expression receives only its tags), the broker
-//! stopped mid-stream, and what a missing topic does.
+//! stopped mid-stream, the name server restarted under a namespace with batches and
+//! topics created through the admin API, and what a missing topic does.
 
 use std::time::Duration;
 
-use sluice_tests::agent::Agent;
+use sluice_tests::agent::{Agent, ctl};
 use sluice_tests::e2e::{
-    PARTITIONS, kill9_scenario, module_toml, scenario_source_toml, setup, source_toml,
+    PARTITIONS, PositionKey, kill9_scenario, module_toml, parse_position, scenario_source_toml,
+    setup, source_toml,
 };
 use sluice_tests::live::{exec, server};
-use sluice_tests::rocket::{Consumer, create_topic, namesrv, require_broker};
+use sluice_tests::rocket::{Consumer, create_topic, namesrv, queues, require_broker};
 
 /// The tests here share the broker (one stops it): one at a time.
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -304,5 +306,230 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         text.contains("RocketMQ send not stored; sending again"),
         "the broker outage never held a message: {text}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A namespace, batches, topics created through the admin API, and the name server
+/// stopped mid-stream and started again (empty: the broker registers again within its
+/// heartbeat period): topics are `NAMESPACE%TOPIC` on the broker, `sluice ctl
+/// create-topic` creates one with the queues asked (a second time is a 409 naming it),
+/// and every row written before, during and after the outage arrives, in order per
+/// queue, with no restart of the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_server_restart_with_batches_in_a_namespace_loses_nothing() {
+    use mysql_async::prelude::Queryable;
+    let _guard = BROKER.lock().await;
+    require_broker();
+    let ns = "sluicens";
+    create_topic(&format!("{ns}%nsr_t"), 4);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS rnsr").await;
+    exec(&mut db, "CREATE DATABASE rnsr").await;
+    exec(
+        &mut db,
+        "CREATE TABLE rnsr.t (id BIGINT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    let dir = sluice_tests::scratch_dir("rocket-namesrv");
+    let config = dir.join("sluice.toml");
+    let port = sluice_tests::agent::free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['rnsr\\..*']\n\
+             [[modules]]\nname = \"canal\"\nfile = \"{}\"\ndeadline_ms = 2000\n[modules.config]\n\
+             \"canal.mq.topic\" = \"nsr_t\"\n\"canal.mq.partitionsNum\" = \"4\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
+             {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n",
+            source_toml(&srv, 4_700_005),
+            env!("GUEST_CANAL_COMPAT"),
+            sink_toml(&format!("namespace = \"{ns}\"\nbatch_max = 64")),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let consumer = Consumer::start(&dir, &[&format!("{ns}%nsr_t")], "*");
+    let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    let log = dir.join("agent.log");
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+
+    // Topic creation through the running agent lands inside the namespace.
+    let created = format!("nsr.created{}", std::process::id());
+    let (code, out) = ctl(port, &["create-topic", &created, "--partitions", "3"]);
+    assert_eq!(code, Some(0), "{out}");
+    let on_broker = format!("{ns}%{}", created.replace('.', "_"));
+    let t = std::time::Instant::now();
+    while queues(&on_broker) != Some(3) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{on_broker} has no route with 3 queues"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, out) = ctl(port, &["create-topic", &created, "--partitions", "3"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("409") && out.contains(&on_broker), "{out}");
+
+    let mut next = 0u64;
+    let mut write = async |n: u64| {
+        for _ in 0..n / 500 {
+            let values: Vec<String> = (next..next + 500)
+                .map(|i| format!("({i}, 'v{i}')"))
+                .collect();
+            next += 500;
+            db.query_drop(format!("INSERT INTO rnsr.t VALUES {}", values.join(",")))
+                .await
+                .expect("insert");
+        }
+    };
+    write(3_000).await;
+    struct Restart;
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .arg(sluice_tests::repo_root().join("scripts/rocketmq.sh"))
+                .arg("start-namesrv")
+                .output();
+            // The tests after this one create topics: wait (at most 60 s) until the
+            // broker registered again.
+            let t = std::time::Instant::now();
+            while queues("sluicens%nsr_t").is_none() && t.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    let _restart = Restart;
+    sluice_tests::rocket::script(&["stop-namesrv"]);
+    write(3_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sluice_tests::rocket::script(&["start-namesrv"]);
+    // The empty name server learns the broker's topics at its next registration
+    // (every 10 s, scripts/rocketmq.sh).
+    let t = std::time::Instant::now();
+    while queues(&format!("{ns}%nsr_t")).is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the broker did not register again within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    write(3_000).await;
+    let rows = 9_000usize;
+    let t = std::time::Instant::now();
+    loop {
+        let got = consumer.read();
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &got {
+            for r in m.value["data"].as_array().into_iter().flatten() {
+                if let Some(id) = r["id"].as_str().and_then(|s| s.parse::<u64>().ok()) {
+                    ids.insert(id);
+                }
+            }
+        }
+        if ids.len() == rows {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(150),
+            "{} of {rows} rows after the name server came back",
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Per queue, binlog order: positions only grow (a batch keeps its order).
+    let mut last: std::collections::HashMap<i32, PositionKey> = Default::default();
+    for m in consumer.read() {
+        let text = m
+            .headers
+            .get("sluice.position")
+            .cloned()
+            .unwrap_or_default();
+        let pos = parse_position(&text).unwrap_or_else(|| panic!("position `{text}`"));
+        if let Some(prev) = last.insert(m.partition, pos) {
+            assert!(prev < pos, "queue {}: {text} after {prev:?}", m.partition);
+        }
+    }
+    assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A broker that stores messages but answers a replica status instead of `SEND_OK`
+/// (a SYNC_MASTER with no slave, `scripts/rocketmq.sh`): by default that is not an
+/// acknowledgement, so the message is sent again and the checkpoint stays before its
+/// transaction, across a restart too; with the status in `accept`, the same backlog is
+/// acknowledged and the checkpoint moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_status_is_not_an_acknowledgement_unless_accepted() {
+    let _guard = BROKER.lock().await;
+    require_broker();
+    sluice_tests::rocket::create_topic_on(sluice_tests::rocket::SYNC_CLUSTER, "sync_t", 1);
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS rsync").await;
+    exec(&mut db, "CREATE DATABASE rsync").await;
+    exec(&mut db, "CREATE TABLE rsync.t (id BIGINT PRIMARY KEY)").await;
+    let dir = sluice_tests::scratch_dir("rocket-sync");
+    let config = dir.join("sluice.toml");
+    let port = sluice_tests::agent::free_port();
+    let write = |accept: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "{}include = ['rsync\\..*']\n\n[sink]\ndefault_topic = \"sync_t\"\n{}\n[checkpoint]\npath = \"{}\"\ninterval_ms = 100\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n",
+                source_toml(&srv, 4_700_006),
+                sink_toml(&format!("send_timeout_ms = 5000\naccept = [{accept}]"))
+                    .replace("\n[sink]\n", "\n"),
+                dir.join("cp").display()
+            ),
+        )
+        .expect("config");
+    };
+    let checkpoint = || {
+        let (_, body) = sluice_tests::agent::admin_get(port, "/v1/checkpoint");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .map(|v| v["checkpoint"].clone())
+            .unwrap_or_default()
+    };
+    let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
+    let log = dir.join("agent.log");
+
+    write("");
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    exec(&mut db, "INSERT INTO rsync.t VALUES (1)").await;
+    agent.wait_log(
+        "RocketMQ send not stored; sending again",
+        1,
+        Duration::from_secs(60),
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("FLUSH_SLAVE_TIMEOUT") || text.contains("SLAVE_NOT_AVAILABLE"),
+        "the warning names the status: {text}"
+    );
+    let held = checkpoint();
+    // Time for a few more tries and checkpoint intervals: the checkpoint stays put.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        checkpoint(),
+        held,
+        "the checkpoint passed an unacknowledged row"
+    );
+    agent.terminate(Duration::from_secs(30));
+
+    write("\"FLUSH_SLAVE_TIMEOUT\", \"SLAVE_NOT_AVAILABLE\"");
+    let mut agent = Agent::start(&config, &log, &env);
+    agent.wait_log("Replicating.", 2, Duration::from_secs(60));
+    assert_eq!(checkpoint(), held, "resumed before the unacknowledged row");
+    let t = std::time::Instant::now();
+    while checkpoint() == held {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "accepted statuses did not move the checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }

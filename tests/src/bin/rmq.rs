@@ -3,6 +3,7 @@
 //!
 //!   rmq create NAMESRV CLUSTER TOPIC QUEUES
 //!   rmq dump NAMESRV TOPIC TAG_EXPRESSION OUT.jsonl IDLE_MS
+//!   rmq queues NAMESRV TOPIC          (prints the topic's writable queue count)
 //!
 //! `dump` pulls every queue of TOPIC from its first offset with the tag expression
 //! (`*`, or `a || b`) and appends one JSON line per message — topic, queue, offset,
@@ -62,6 +63,23 @@ async fn create(namesrv: &str, cluster: &str, topic: &str, queues: i32) -> anyho
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+    p.shutdown().await;
+    owner.shutdown_background();
+    Ok(())
+}
+
+async fn queues(namesrv: &str, topic: &str) -> anyhow::Result<()> {
+    let (owner, rt) = runtime()?;
+    let mut p = DefaultMQProducer::builder(rt)
+        .producer_group("sluice_tests_admin")
+        .name_server_addr(namesrv)
+        .build();
+    p.start().await.map_err(|e| anyhow::anyhow!("start: {e}"))?;
+    let q = p
+        .fetch_publish_message_queues(topic)
+        .await
+        .map_err(|e| anyhow::anyhow!("route of {topic}: {e}"))?;
+    println!("{}", q.len());
     p.shutdown().await;
     owner.shutdown_background();
     Ok(())
@@ -146,8 +164,9 @@ async fn main() -> anyhow::Result<()> {
     match a(0) {
         "create" => create(a(1), a(2), a(3), a(4).parse()?).await,
         "dump" => dump(a(1), a(2), a(3), a(4), Duration::from_millis(a(5).parse()?)).await,
+        "queues" => queues(a(1), a(2)).await,
         _ => anyhow::bail!(
-            "usage: rmq create NAMESRV CLUSTER TOPIC QUEUES | rmq dump NAMESRV TOPIC EXPR OUT IDLE_MS"
+            "usage: rmq create NAMESRV CLUSTER TOPIC QUEUES | rmq dump NAMESRV TOPIC EXPR OUT IDLE_MS | rmq queues NAMESRV TOPIC"
         ),
     }
 }

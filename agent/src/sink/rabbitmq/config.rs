@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Deserialize;
 
 use crate::secret::Secret;
@@ -115,22 +115,14 @@ impl RawRabbit {
                 bail!("sink.rabbitmq.addresses: `{a}` is not HOST:PORT");
             }
         }
-        let password = match (&self.password_env, &self.password_file) {
-            (Some(_), Some(_)) => {
-                bail!("sink.rabbitmq: set one of `password_env` and `password_file`, not both")
-            }
-            (Some(var), None) => std::env::var(var).with_context(|| {
-                format!("sink.rabbitmq.password_env: environment variable `{var}` is not set")
-            })?,
-            (None, Some(f)) => std::fs::read_to_string(rel(f))
-                .with_context(|| {
-                    format!("sink.rabbitmq.password_file: cannot read `{}`", f.display())
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-            // RabbitMQ's default user, which only connects over loopback.
-            (None, None) => "guest".to_string(),
-        };
+        let password_file = self.password_file.as_deref().map(rel);
+        let password = crate::secret::from_env_or_file(
+            "sink.rabbitmq.password",
+            self.password_env.as_deref(),
+            password_file.as_deref(),
+        )?
+        // RabbitMQ's default user, which only connects over loopback.
+        .unwrap_or_else(|| Secret::new("guest"));
         if self.exchange.is_empty() {
             bail!("sink.rabbitmq.exchange: the default exchange (\"\") cannot be used; name one");
         }
@@ -158,7 +150,7 @@ impl RawRabbit {
             addresses,
             vhost: self.vhost.clone().unwrap_or_else(|| "/".into()),
             user: self.user.clone().unwrap_or_else(|| "guest".into()),
-            password: Secret::new(password),
+            password,
             exchange: self.exchange.clone(),
             exchange_type,
             declare_exchange: self.declare_exchange.unwrap_or(true),

@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 /// `[sink.rocketmq]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +42,19 @@ pub struct RawRocket {
     /// The cluster whose masters `sluice ctl create-topic` creates topics on (default
     /// `DefaultCluster`, the brokers' default `brokerClusterName`).
     pub cluster: Option<String>,
+    /// Namespace (Canal's `rocketmq.namespace`): every topic is `NAMESPACE%TOPIC` on the
+    /// broker, as RocketMQ's clients wrap it.
+    pub namespace: Option<String>,
+    /// ACL access key (Canal's `canal.aliyun.accessKey`); the secret key comes from
+    /// `secret_key_env` or `secret_key_file`, never from this file.
+    pub access_key: Option<String>,
+    /// Environment variable holding the ACL secret key.
+    pub secret_key_env: Option<String>,
+    /// File holding the ACL secret key.
+    pub secret_key_file: Option<std::path::PathBuf>,
+    /// Messages of one queue sent as one batch when they are waiting together (default
+    /// 1: one at a time; Aliyun's RocketMQ refuses batches, Canal's users report).
+    pub batch_max: Option<usize>,
 }
 
 /// What a send status means to Sluice.
@@ -70,7 +85,17 @@ pub struct RocketConfig {
     pub accept: [bool; 3],
     /// Cluster for topic creation.
     pub cluster: String,
+    /// Namespace prefix of every topic.
+    pub namespace: Option<String>,
+    /// ACL access key and secret key.
+    pub acl: Option<(String, Secret)>,
+    /// Most messages in one batch send (1: no batches).
+    pub batch_max: usize,
 }
+
+/// The most bytes of bodies in one batch: well under the broker's 4 MiB default
+/// `maxMessageSize`, which a batch counts as one message.
+pub const BATCH_BYTES: usize = 1 << 20;
 
 /// The statuses `accept` may name, in [`RocketConfig::accept`]'s order.
 pub const ACCEPTABLE: [&str; 3] = [
@@ -80,8 +105,11 @@ pub const ACCEPTABLE: [&str; 3] = [
 ];
 
 impl RawRocket {
-    /// Checks every key.
-    pub fn validate(&self) -> anyhow::Result<RocketConfig> {
+    /// Checks every key; `rel` resolves a relative secret key file.
+    pub fn validate(
+        &self,
+        rel: &dyn Fn(&std::path::Path) -> std::path::PathBuf,
+    ) -> anyhow::Result<RocketConfig> {
         let namesrv = if self.namesrv.is_empty() {
             vec!["127.0.0.1:9876".to_string()]
         } else {
@@ -124,7 +152,36 @@ impl RawRocket {
                 ),
             }
         }
+        if let Some(ns) = &self.namespace
+            && (!valid_name(ns) || ns.contains('%'))
+        {
+            bail!("sink.rocketmq.namespace: `{ns}` may use only letters, digits, `_`, `-` and `|`");
+        }
+        let secret_file = self.secret_key_file.as_deref().map(rel);
+        let secret = crate::secret::from_env_or_file(
+            "sink.rocketmq.secret_key",
+            self.secret_key_env.as_deref(),
+            secret_file.as_deref(),
+        )?;
+        let acl = match (&self.access_key, secret) {
+            (Some(a), Some(s)) if !a.is_empty() => Some((a.clone(), s)),
+            (None, None) => None,
+            (Some(_), None) => {
+                bail!("sink.rocketmq.access_key: set `secret_key_env` or `secret_key_file` too")
+            }
+            (None, Some(_)) => {
+                bail!("sink.rocketmq: a secret key is set without `access_key`")
+            }
+            (Some(_), Some(_)) => bail!("sink.rocketmq.access_key: empty"),
+        };
+        let batch_max = self.batch_max.unwrap_or(1);
+        if !(1..=1024).contains(&batch_max) {
+            bail!("sink.rocketmq.batch_max: {batch_max} is not between 1 and 1024");
+        }
         Ok(RocketConfig {
+            namespace: self.namespace.clone(),
+            acl,
+            batch_max,
             namesrv,
             producer_group,
             underscores,
@@ -149,12 +206,17 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 impl RocketConfig {
-    /// The RocketMQ topic of a decision's topic.
+    /// The RocketMQ topic of a decision's topic: dots as underscores unless `{topic}`,
+    /// inside the namespace if one is set.
     pub fn topic(&self, topic: &str) -> String {
-        if self.underscores {
+        let name = if self.underscores {
             topic.replace('.', "_")
         } else {
             topic.to_string()
+        };
+        match &self.namespace {
+            Some(ns) => format!("{ns}%{name}"),
+            None => name,
         }
     }
 
@@ -192,7 +254,7 @@ mod tests {
     use super::*;
 
     fn cfg(text: &str) -> anyhow::Result<RocketConfig> {
-        toml::from_str::<RawRocket>(text)?.validate()
+        toml::from_str::<RawRocket>(text)?.validate(&|p| p.to_path_buf())
     }
 
     #[test]
@@ -210,10 +272,50 @@ mod tests {
             ("producer_group = \"a.b\"", "sink.rocketmq.producer_group"),
             ("tag = \"a||b\"", "sink.rocketmq.tag"),
             ("accept = [\"MAYBE\"]", "sink.rocketmq.accept"),
+            ("namespace = \"a%b\"", "sink.rocketmq.namespace"),
+            ("access_key = \"AK\"", "sink.rocketmq.access_key"),
+            ("secret_key_env = \"HOME\"", "without `access_key`"),
+            (
+                "access_key = \"AK\"\nsecret_key_env = \"SLUICE_NO_SUCH_VARIABLE\"",
+                "sink.rocketmq.secret_key_env",
+            ),
+            (
+                "access_key = \"AK\"\nsecret_key_env = \"HOME\"\nsecret_key_file = \"/x\"",
+                "not both",
+            ),
+            ("batch_max = 0", "sink.rocketmq.batch_max"),
         ] {
             let e = cfg(text).expect_err(text);
             assert!(e.to_string().contains(words), "{text}: {e}");
         }
+    }
+
+    /// The secret key is read from where the config points and never printed, in the
+    /// settings' debug form or in an error about the file.
+    #[test]
+    fn the_acl_secret_comes_from_a_file_and_is_never_printed() {
+        let f = std::env::temp_dir().join(format!("sluice-rocketmq-sk-{}", std::process::id()));
+        std::fs::write(&f, "sk-very-secret-1\n").expect("write");
+        let c = cfg(&format!(
+            "access_key = \"AK1\"\nsecret_key_file = \"{}\"\nnamespace = \"prod\"",
+            f.display()
+        ))
+        .expect("acl");
+        let (ak, sk) = c.acl.clone().expect("acl set");
+        assert_eq!((ak.as_str(), sk.expose()), ("AK1", "sk-very-secret-1"));
+        assert!(!format!("{c:?}").contains("sk-very-secret"), "{c:?}");
+        assert_eq!(c.topic("shop.orders"), "prod%shop_orders");
+        assert_eq!(c.batch_max, 1, "batches are off by default");
+        let _ = std::fs::remove_file(&f);
+        let e = cfg(&format!(
+            "access_key = \"AK1\"\nsecret_key_file = \"{}\"",
+            f.display()
+        ))
+        .expect_err("the file is gone");
+        assert!(
+            format!("{e:#}").contains("sink.rocketmq.secret_key_file"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -20,7 +20,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rocketmq_client_rust::{ClientError, ClientRuntime, ClientRuntimeConfig, DefaultMQProducer};
+use rocketmq_client_rust::{
+    AclClientRPCHook, ClientError, ClientRuntime, ClientRuntimeConfig, DefaultMQProducer,
+    SessionCredentials,
+};
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::message::MessageQueue;
 use rocketmq_model::result::SendStatus;
@@ -40,7 +43,7 @@ pub const REGISTRATION: Registration = Registration {
     keys: &["rocketmq"],
     section: |s| {
         let raw: RawRocket = s.take("rocketmq")?.unwrap_or_default();
-        Ok(Arc::new(raw.validate()?))
+        Ok(Arc::new(raw.validate(s.resolver())?))
     },
 };
 
@@ -179,11 +182,18 @@ impl RocketSink {
     /// down is waited for, with messages held in the window).
     pub fn new(cfg: &RocketConfig, max_in_flight: usize) -> Result<Self, SinkError> {
         let client = client()?;
-        let producer = DefaultMQProducer::builder(client.runtime.clone())
+        let mut producer = DefaultMQProducer::builder(client.runtime.clone())
             .producer_group(cfg.producer_group.as_str())
             .name_server_addr(cfg.namesrv.join(";"))
-            .send_msg_timeout(cfg.send_timeout.as_millis() as u32)
-            .build();
+            .send_msg_timeout(cfg.send_timeout.as_millis() as u32);
+        if let Some((access, secret)) = &cfg.acl {
+            // Signs every request as Java's AclClientRPCHook does; the secret stays in
+            // the hook, whose Debug form the client masks.
+            producer = producer.rpc_hook(Arc::new(AclClientRPCHook::new(
+                SessionCredentials::with_keys(access.as_str(), secret.expose()),
+            )));
+        }
+        let producer = producer.build();
         let window = Arc::new(Window::new(max_in_flight, SOFT_BYTES));
         let (tx, rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = std::sync::mpsc::channel();
@@ -540,8 +550,9 @@ async fn lookup(
     }
 }
 
-/// One queue's worker: sends its messages one at a time, each until the broker stores
-/// it (or refuses it for good), so the queue's order is the pipeline's order.
+/// One queue's worker: sends its messages one at a time (or, with `batch_max` > 1, the
+/// ones waiting together as one batch), each until the broker stores it (or refuses it
+/// for good), so the queue's order is the pipeline's order.
 async fn send_in_order(
     cfg: Arc<RocketConfig>,
     window: Arc<Window>,
@@ -550,59 +561,180 @@ async fn send_in_order(
     mut rx: mpsc::UnboundedReceiver<Box<Outgoing>>,
     stop: CancellationToken,
 ) {
-    let timeout = cfg.send_timeout.as_millis() as u64;
-    while let Some(m) = tokio::select! {
-        _ = stop.cancelled() => None,
-        m = rx.recv() => m,
-    } {
+    let q = Queue {
+        cfg,
+        window,
+        producer,
+        mq,
+        stop,
+    };
+    let mut held: Option<Box<Outgoing>> = None;
+    loop {
+        let first = match held.take() {
+            Some(m) => m,
+            None => match tokio::select! {
+                _ = q.stop.cancelled() => None,
+                m = rx.recv() => m,
+            } {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let mut bytes = batch[0].body.len();
+        while batch.len() < q.cfg.batch_max {
+            let Ok(m) = rx.try_recv() else { break };
+            if bytes + m.body.len() > config::BATCH_BYTES {
+                held = Some(m);
+                break;
+            }
+            bytes += m.body.len();
+            batch.push(m);
+        }
+        let done = if batch.len() == 1 {
+            q.one(&batch[0]).await
+        } else {
+            q.batch(&batch).await
+        };
+        if !done {
+            return;
+        }
+    }
+}
+
+/// What one queue's worker sends with.
+struct Queue {
+    cfg: Arc<RocketConfig>,
+    window: Arc<Window>,
+    producer: DefaultMQProducer,
+    mq: MessageQueue,
+    stop: CancellationToken,
+}
+
+impl Queue {
+    /// Sends `m` until it is stored or refused for good; false when stopped.
+    async fn one(&self, m: &Outgoing) -> bool {
+        let timeout = self.cfg.send_timeout.as_millis() as u64;
         let mut backoff = Duration::from_millis(100);
         let mut logged = false;
         loop {
             let msg = match m.message() {
                 Ok(msg) => msg,
                 Err(detail) => {
-                    window.refuse(m.refused(RefusalReason::Rejected, detail));
-                    break;
+                    self.window
+                        .refuse(m.refused(RefusalReason::Rejected, detail));
+                    return true;
                 }
             };
             let r = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = producer.send_to_queue_with_timeout(msg, mq.clone(), timeout) => r,
+                _ = self.stop.cancelled() => return false,
+                r = self.producer.send_to_queue_with_timeout(msg, self.mq.clone(), timeout) => r,
             };
             let why = match r {
-                Ok(Some(res)) => {
-                    let status = status_name(res.send_status);
-                    if cfg.stored(status) == config::Stored::Yes {
-                        window.acked(m.txn, m.bytes);
-                        break;
+                Ok(Some(res)) => match self.status(res.send_status) {
+                    Ok(()) => {
+                        self.window.acked(m.txn, m.bytes);
+                        return true;
                     }
-                    format!("the broker answered {status}")
-                }
+                    Err(why) => why,
+                },
                 Ok(None) => "the send returned no result".to_string(),
                 Err(e) => match classify(&e) {
                     Failure::Refuse(reason, detail) => {
-                        window.refuse(m.refused(reason, detail));
-                        break;
+                        self.window.refuse(m.refused(reason, detail));
+                        return true;
                     }
                     Failure::Retry(why) => why,
                 },
             };
-            if !logged {
-                tracing::warn!(
-                    message = "RocketMQ send not stored; sending again (later messages of this queue wait).",
-                    topic = %m.topic,
-                    queue = mq.queue_id(),
-                    position = %m.position,
-                    reason = %why,
-                );
-                logged = true;
+            if !self.pause(m, &why, &mut logged, &mut backoff).await {
+                return false;
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Sends `ms` as one batch until the broker stores it; a batch the broker refuses
+    /// for good is sent again one message at a time, so the refusal lands on the message
+    /// it is about and the others are still delivered in order. False when stopped.
+    async fn batch(&self, ms: &[Box<Outgoing>]) -> bool {
+        let timeout = self.cfg.send_timeout.as_millis() as u64;
+        let mut backoff = Duration::from_millis(100);
+        let mut logged = false;
+        loop {
+            let Ok(msgs) = ms
+                .iter()
+                .map(|m| m.message())
+                .collect::<Result<Vec<_>, _>>()
+            else {
+                return self.singly(ms).await;
+            };
+            let r = tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                r = self.producer.send_batch_to_queue_with_timeout(msgs, self.mq.clone(), timeout) => r,
+            };
+            let why = match r {
+                Ok(res) => match self.status(res.send_status) {
+                    Ok(()) => {
+                        for m in ms {
+                            self.window.acked(m.txn, m.bytes);
+                        }
+                        return true;
+                    }
+                    Err(why) => why,
+                },
+                Err(e) => match classify(&e) {
+                    Failure::Refuse(..) => return self.singly(ms).await,
+                    Failure::Retry(why) => why,
+                },
+            };
+            if !self.pause(&ms[0], &why, &mut logged, &mut backoff).await {
+                return false;
+            }
+        }
+    }
+
+    async fn singly(&self, ms: &[Box<Outgoing>]) -> bool {
+        for m in ms {
+            if !self.one(m).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `Ok` when `status` counts as stored.
+    fn status(&self, status: SendStatus) -> Result<(), String> {
+        let name = status_name(status);
+        match self.cfg.stored(name) {
+            config::Stored::Yes => Ok(()),
+            config::Stored::No => Err(format!("the broker answered {name}")),
+        }
+    }
+
+    /// Logs the first failed try of `m` and waits before the next; false when stopped.
+    async fn pause(
+        &self,
+        m: &Outgoing,
+        why: &str,
+        logged: &mut bool,
+        backoff: &mut Duration,
+    ) -> bool {
+        if !*logged {
+            tracing::warn!(
+                message = "RocketMQ send not stored; sending again (later messages of this queue wait).",
+                topic = %m.topic,
+                queue = self.mq.queue_id(),
+                position = %m.position,
+                reason = %why,
+            );
+            *logged = true;
+        }
+        tokio::select! {
+            _ = self.stop.cancelled() => return false,
+            _ = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        true
     }
 }
 
@@ -634,7 +766,7 @@ mod tests {
             namesrv: vec!["127.0.0.1:1".into()],
             ..RawRocket::default()
         }
-        .validate()
+        .validate(&|p| p.to_path_buf())
         .expect("config");
         let mut sink = RocketSink::new(&cfg, 10).expect("publisher");
         sink.send(message(vec![
