@@ -34,6 +34,14 @@ python3 -c 'import pika' 2>/dev/null || python3 -m pip install --quiet pika
 # The RocketMQ name server and broker (installed into ~/.cache/sluice/rocketmq on
 # first use, ~17 minutes; a fresh store whenever they were not running).
 scripts/rocketmq.sh start
+# canal-python 0.4, the independent Canal TCP client the Canal server tests read back
+# with, in a venv of its own: it needs protobuf 3.20.x.
+CANAL_VENV="${SLUICE_CANAL_VENV:-$HOME/.cache/sluice/canal-venv}"
+if ! "$CANAL_VENV/bin/python" -c 'import canal.client' 2>/dev/null; then
+    python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+    python3 -m venv "$CANAL_VENV"
+    "$CANAL_VENV/bin/pip" install --quiet canal-python==0.4 'protobuf==3.20.3'
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

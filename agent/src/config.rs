@@ -164,8 +164,8 @@ pub struct RawRouter {
     /// Precompiled code cache (default: `module-cache` beside the checkpoint file).
     pub cache_dir: Option<PathBuf>,
     /// Publish an UPDATE that changes the primary key as a delete of the old key and
-    /// an insert of the new one (default true), so each key's events stay in one
-    /// partition's order.
+    /// an insert of the new one (default true, false with `kind = "canal-server"`), so
+    /// each key's events stay in one partition's order.
     pub split_pk_updates: Option<bool>,
 }
 
@@ -387,7 +387,12 @@ impl Config {
                 .map(|p| p.join("module-cache"))
                 .unwrap_or_else(|| PathBuf::from("module-cache")),
             }),
-            split_pk_updates: raw.router.split_pk_updates.unwrap_or(true),
+            // Canal's TCP clients get a key change as the UPDATE Canal sends (there are
+            // no partitions to keep a key's events in); brokers get the split.
+            split_pk_updates: raw
+                .router
+                .split_pk_updates
+                .unwrap_or(sink.format != Format::CanalProtobuf),
             module_formats,
             sink,
             checkpoint: rel(raw

@@ -739,7 +739,8 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         match args.format {
-            Format::Canal => {
+            // Not offered on the command line (`#[value(skip)]`): JSON lines here.
+            Format::Canal | Format::CanalProtobuf => {
                 canal::flat_message(&mut buf, &ev, id, now_ms);
                 buf.push(b'\n');
             }
@@ -781,7 +782,7 @@ fn replay(files: &[PathBuf], format: Format, tz: i32) -> anyhow::Result<()> {
                 return Ok(());
             };
             match format {
-                Format::Canal => {
+                Format::Canal | Format::CanalProtobuf => {
                     id += 1;
                     buf.clear();
                     canal::flat_message(&mut buf, &ev, id, now_ms);

@@ -6,6 +6,7 @@
 //! cannot run; nothing here skips.
 
 pub mod agent;
+pub mod canal;
 pub mod e2e;
 pub mod events;
 pub mod kafka;

@@ -1,9 +1,12 @@
-//! JSON renderings of change events: Canal's FlatMessage and a Debezium-style envelope.
+//! Renderings of change events: Canal's FlatMessage and a Debezium-style envelope (JSON),
+//! and Canal's protobuf `Entry` (what Canal's TCP protocol carries).
 //!
-//! Both are written by hand into a byte buffer (no intermediate `serde_json::Value`):
-//! column maps keep table order, as Canal's do, and rendering is one pass per event.
+//! The JSON forms are written by hand into a byte buffer (no intermediate
+//! `serde_json::Value`): column maps keep table order, as Canal's do, and rendering is
+//! one pass per event.
 
 pub mod canal;
+pub mod canal_entry;
 pub mod debezium;
 
 use crate::event::{Cell, Column};
@@ -18,6 +21,11 @@ pub enum Format {
     Canal,
     /// Debezium-style envelope (`before`, `after`, `source`, `op`).
     Debezium,
+    /// Canal's protobuf `Entry` (`ROWDATA`), one per message: what `kind =
+    /// "canal-server"` serves (and sets itself).
+    #[serde(rename = "canal-protobuf")]
+    #[value(skip)]
+    CanalProtobuf,
 }
 
 /// How binary cells become JSON strings.

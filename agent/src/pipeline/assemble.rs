@@ -172,8 +172,14 @@ impl Run<'_> {
                 now_ms(),
             ),
             Format::Debezium => debezium::envelope(&mut self.asm.json, ev, rows[0], now_ms()),
+            Format::CanalProtobuf => {}
         }
         self.next_position(ev);
+        if format == Format::CanalProtobuf {
+            // The entry's header carries the position, so it is rendered after it.
+            let position = String::from_utf8_lossy(&self.asm.position).into_owned();
+            crate::format::canal_entry::row_entry(&mut self.asm.json, ev, rows, &position);
+        }
         let mut headers: Vec<(std::borrow::Cow<'static, str>, HeaderValue)> = Vec::with_capacity(
             6 + if d.dead_letter.is_some() { 2 } else { 0 } + d.route.headers.len(),
         );
@@ -260,6 +266,11 @@ impl Run<'_> {
     /// The format of a delivery: the module's `sluice.format` decision header, else the
     /// module's configured format, else the sink's.
     pub(super) fn format_of(&self, d: &Delivery) -> Format {
+        // A publisher that carries one format only (the Canal server) gets it whatever a
+        // module asks.
+        if self.cfg.sink.format == Format::CanalProtobuf {
+            return Format::CanalProtobuf;
+        }
         if let Some((_, v)) = d.route.headers.iter().find(|(k, _)| k == FORMAT_HEADER) {
             match v.as_slice() {
                 b"canal" => return Format::Canal,

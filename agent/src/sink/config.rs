@@ -23,6 +23,7 @@ pub const PUBLISHERS: &[Registration] = &[
     super::kafka::REGISTRATION,
     super::rabbitmq::REGISTRATION,
     super::rocketmq::REGISTRATION,
+    super::canal_server::REGISTRATION,
 ];
 
 /// How a publisher joins Sluice: its `sink.kind`, the `[sink]` keys and sections it
@@ -43,6 +44,12 @@ pub trait PublisherConfig: std::fmt::Debug + Send + Sync {
 
     /// Opens the publisher (connecting, or starting the client that connects).
     fn open(&self, sink: &SinkConfig) -> Result<Sink, SinkError>;
+
+    /// The one message format this publisher carries, when it needs one (the Canal
+    /// server serves protobuf entries); `None`: any, as `sink.format` says.
+    fn format(&self) -> Option<Format> {
+        None
+    }
 }
 
 /// What is left of `[sink]` for the chosen publisher to read.
@@ -115,9 +122,9 @@ fn secret_values(key: &str, v: &toml::Value, out: &mut Vec<String>) {
 pub struct RawSink {
     /// Which publisher: see [`PUBLISHERS`].
     pub kind: String,
-    /// `canal` or `debezium`.
-    #[serde(default)]
-    pub format: Format,
+    /// `canal`, `debezium` or `canal-protobuf` (default `canal`, or what the publisher
+    /// needs).
+    pub format: Option<Format>,
     /// `event` (one message per rows event and destination, as Canal), `row`, or
     /// `transaction` (one message per transaction and destination).
     pub message: Option<String>,
@@ -222,9 +229,17 @@ impl RawSink {
             }
             (other, _) => bail!("sink.on_oversize: `{other}` is not halt or dead-letter"),
         };
+        let format = match (publisher.format(), self.format) {
+            (Some(need), Some(set)) if need != set => bail!(
+                "sink.format: kind = \"{}\" sends {need:?} messages only; remove `format`",
+                reg.kind
+            ),
+            (Some(need), _) => need,
+            (None, set) => set.unwrap_or_default(),
+        };
         Ok(SinkConfig {
             publisher,
-            format: self.format,
+            format,
             unit,
             default_topic: self.default_topic.unwrap_or_else(|| "sluice".into()),
             max_message_bytes: self.max_message_bytes.unwrap_or(1_000_000),

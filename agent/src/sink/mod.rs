@@ -6,6 +6,7 @@
 //! the broker with `acks=all`); the pipeline writes nothing else to the checkpoint file.
 
 pub mod acks;
+pub mod canal_server;
 pub mod config;
 pub mod kafka;
 pub mod local;
