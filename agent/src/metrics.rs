@@ -114,7 +114,21 @@ pub struct Metrics {
     pub checkpoint_offset: Gauge,
     /// 1 while an operator has paused reading.
     pub paused: Gauge,
+    /// Canal TCP clients subscribed to a destination (`kind = "canal-server"`).
+    pub canal_clients: Gauge,
+    /// Entries queued for a Canal destination and not yet fetched.
+    pub canal_pending: Family<DestinationLabels, Gauge>,
+    /// Batches a Canal destination's client fetched and has not acknowledged.
+    pub canal_outstanding: Family<DestinationLabels, Gauge>,
+    /// Entries a Canal destination's client acknowledged.
+    pub canal_acked: Family<DestinationLabels, Counter>,
+    /// Canal connections refused or closed for an error, by reason (auth, protocol,
+    /// ack, fetch, destination).
+    pub canal_errors: Family<[(&'static str, String); 1], Counter>,
 }
+
+/// `destination` label.
+pub type DestinationLabels = [(&'static str, String); 1];
 
 impl Metrics {
     /// A registry with every metric registered (zeroed).
@@ -155,6 +169,11 @@ impl Metrics {
             checkpoint_written_ms: Gauge::default(),
             checkpoint_offset: Gauge::default(),
             paused: Gauge::default(),
+            canal_clients: Gauge::default(),
+            canal_pending: Family::default(),
+            canal_outstanding: Family::default(),
+            canal_acked: Family::default(),
+            canal_errors: Family::default(),
             registry: Registry::default(),
         };
         macro_rules! reg {
@@ -319,6 +338,31 @@ impl Metrics {
             "sluice_paused",
             "1 while an operator has paused reading",
             paused
+        );
+        reg!(
+            "sluice_canal_clients",
+            "Canal TCP clients subscribed to a destination",
+            canal_clients
+        );
+        reg!(
+            "sluice_canal_pending_entries",
+            "Entries queued for a Canal destination and not yet fetched",
+            canal_pending
+        );
+        reg!(
+            "sluice_canal_outstanding_batches",
+            "Batches a Canal destination's client fetched and has not acknowledged",
+            canal_outstanding
+        );
+        reg!(
+            "sluice_canal_acked_entries",
+            "Entries a Canal destination's client acknowledged",
+            canal_acked
+        );
+        reg!(
+            "sluice_canal_errors",
+            "Canal connections refused or closed for an error, by reason",
+            canal_errors
         );
         m.source_lag_bytes.set(-1);
         Metrics { registry: r, ..m }

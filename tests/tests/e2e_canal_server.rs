@@ -499,6 +499,10 @@ async fn hostile_clients_get_error_codes_and_the_others_carry_on() {
         )
     };
     let modules = format!("{}{}", module("a"), module("b"));
+    let admin = free_port();
+    let extra = format!(
+        "user = \"canal\"\npasswd_env = \"SLUICE_CANAL_PASSWD\"\n[admin]\nlisten = \"127.0.0.1:{admin}\""
+    );
     let cfg = config(
         &dir,
         &srv,
@@ -508,7 +512,7 @@ async fn hostile_clients_get_error_codes_and_the_others_carry_on() {
             port,
             destinations: &["a", "b"],
             modules: &modules,
-            extra: "user = \"canal\"\npasswd_env = \"SLUICE_CANAL_PASSWD\"",
+            extra: &extra,
         },
     );
     // Canal's example canal.passwd: MySQL's PASSWORD('canal') without the `*`.
@@ -645,6 +649,18 @@ async fn hostile_clients_get_error_codes_and_the_others_carry_on() {
         (0..400).collect(),
         "the other destination's client got every row"
     );
+    // What operators see: the refusals by reason, the client of `b`, `a`'s batch
+    // outstanding again with the client holding it.
+    let (_, metrics) = sluice_tests::agent::admin_get(admin, "/metrics");
+    for line in [
+        "sluice_canal_errors_total{reason=\"auth\"} 3",
+        "sluice_canal_errors_total{reason=\"ack\"} 1",
+        "sluice_canal_errors_total{reason=\"fetch\"} 1",
+        "sluice_canal_errors_total{reason=\"protocol\"} 2",
+        "sluice_canal_outstanding_batches{destination=\"a\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
     drop(c);
     let text = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
     assert!(

@@ -85,6 +85,8 @@ pub struct Acked {
     pub messages: Vec<(u64, u64)>,
     /// The position of the last entry acknowledged.
     pub cursor: Option<PosKey>,
+    /// Entries acknowledged.
+    pub entries: u64,
 }
 
 /// A batch to send.
@@ -317,6 +319,7 @@ impl Destination {
         }
         let mut out = Acked::default();
         if let Some(b) = self.outstanding.pop_front() {
+            out.entries = b.items.len() as u64;
             for it in b.items {
                 out.cursor = Some(it.key);
                 out.messages.extend(it.messages);

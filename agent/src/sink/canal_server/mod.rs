@@ -80,6 +80,18 @@ pub struct Shared {
     destinations: Mutex<HashMap<String, Served>>,
 }
 
+/// Sets destination `name`'s gauges from its stream.
+fn gauges(name: &str, d: &Served) {
+    let m = crate::metrics::global();
+    let label = [("destination", name.to_string())];
+    m.canal_pending
+        .get_or_create(&label)
+        .set(d.stream.pending() as i64);
+    m.canal_outstanding
+        .get_or_create(&label)
+        .set(d.stream.outstanding() as i64);
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Served>> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
@@ -102,8 +114,10 @@ impl Shared {
                 if d.session.is_none() {
                     // A new client: what the last one left unacknowledged comes first.
                     d.stream.rollback(0);
+                    crate::metrics::global().canal_clients.inc();
                 }
                 d.session = Some(session);
+                gauges(name, d);
                 Ok(())
             }
         }
@@ -116,6 +130,8 @@ impl Shared {
         {
             d.session = None;
             d.stream.rollback(0);
+            crate::metrics::global().canal_clients.dec();
+            gauges(name, d);
         }
     }
 
@@ -156,7 +172,13 @@ impl Shared {
             let Some(d) = ds.get_mut(name) else {
                 return Err(AckError::Unknown(id));
             };
-            d.stream.ack(id)?
+            let acked = d.stream.ack(id)?;
+            gauges(name, d);
+            crate::metrics::global()
+                .canal_acked
+                .get_or_create(&[("destination", name.to_string())])
+                .inc_by(acked.entries);
+            acked
         };
         for (txn, bytes) in acked.messages {
             self.window.acked(txn, bytes);
@@ -313,6 +335,7 @@ impl Publisher for CanalServer {
                 Some(d) => match d.stream.push_row(m.txn, payload, bytes) {
                     Ok(done) => {
                         d.notify.notify_waiters();
+                        gauges(name, d);
                         Ok(done)
                     }
                     Err(e) => Err((RefusalReason::Rejected, e)),
@@ -342,6 +365,7 @@ impl Publisher for CanalServer {
                 if let Some(d) = ds.get_mut(&name) {
                     d.stream.end(txn, &cp.file, cp.position);
                     d.notify.notify_waiters();
+                    gauges(&name, d);
                 }
             }
         }

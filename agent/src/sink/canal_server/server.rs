@@ -64,6 +64,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
             };
             s.release();
             if let Err(e) = outcome {
+                crate::metrics::global()
+                    .canal_errors
+                    .get_or_create(&[("reason", e.reason().to_string())])
+                    .inc();
                 tracing::info!(message = "Canal client closed with an error.", peer = %peer, error = %e);
             }
         });
@@ -76,6 +80,24 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
 pub struct Refusal {
     code: i32,
     message: String,
+}
+
+impl Refusal {
+    /// The metric label of the refusal.
+    fn reason(&self) -> &'static str {
+        let m = self.message.as_str();
+        if m.starts_with("auth failed") || m.starts_with("no authentication") {
+            "auth"
+        } else if m.contains("batchId") {
+            "ack"
+        } else if m.starts_with("fetch_size") || m.starts_with("timeout") || m.starts_with("unit") {
+            "fetch"
+        } else if m.contains("destination") || m.contains("subscribed") {
+            "destination"
+        } else {
+            "protocol"
+        }
+    }
 }
 
 fn refuse<T>(code: i32, message: impl Into<String>) -> Result<T, Refusal> {
