@@ -66,6 +66,12 @@ enum Command {
         #[arg(short, long, default_value = "sluice.toml")]
         config: PathBuf,
     },
+    /// Create every topic the configuration and its modules declare, without a
+    /// running agent (idempotent: a topic that exists is left as it is).
+    Topics {
+        #[command(subcommand)]
+        cmd: TopicsCmd,
+    },
     /// Build, inspect and try routing modules.
     Module {
         #[command(subcommand)]
@@ -132,6 +138,24 @@ enum CtlCmd {
     },
     /// Print the Prometheus metrics.
     Metrics,
+}
+
+/// `sluice topics`.
+#[derive(Subcommand)]
+enum TopicsCmd {
+    /// Create the topics `sluice check` would find missing.
+    Create {
+        /// Configuration file.
+        #[arg(short, long, default_value = "sluice.toml")]
+        config: PathBuf,
+        /// Partitions (queues) of each topic created (default: `admin.topic_partitions`,
+        /// else 1).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replication factor (default: `admin.topic_replication`, else 1).
+        #[arg(long)]
+        replication: Option<i32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +310,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = sluice::config::Config::load(&config)?;
             let rt = runtime()?;
             rt.block_on(check(cfg))
+        }
+        Command::Topics {
+            cmd:
+                TopicsCmd::Create {
+                    config,
+                    partitions,
+                    replication,
+                },
+        } => {
+            let cfg = sluice::config::Config::load(&config)?;
+            let rt = runtime()?;
+            rt.block_on(create_topics(cfg, partitions, replication))
         }
         Command::Tail(args) => {
             let rt = runtime()?;
@@ -496,10 +532,14 @@ async fn shutdown_signal() {
 }
 
 /// `sluice check`: configuration, server, modules and topics, without publishing.
-async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
-    println!("config: ok");
+/// Every topic the configuration names and its modules declare (each module compiled
+/// and configured, so a module that does not load is an error here); `each` hears of
+/// every module loaded, with its version.
+fn all_declared_topics(
+    cfg: &sluice::config::Config,
+    each: &mut dyn FnMut(&str, &str),
+) -> anyhow::Result<Vec<String>> {
     let engine = sluice::router::RouterEngine::new(cfg.modules.len() as u32 + 2, None)?;
-    // What the configuration names, and what the modules declare when configured.
     let mut topics = cfg.declared_topics();
     for (spec, path) in &cfg.modules {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -510,12 +550,69 @@ async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
             std::sync::Arc::new(spec.clone()),
         )?;
         topics.extend(m.topics().iter().map(|t| t.to_string()));
-        println!("module {}: ok (version {})", spec.name, code.short_hash());
+        each(&spec.name, &code.short_hash());
     }
     topics.sort();
     topics.dedup();
+    Ok(topics)
+}
+
+/// `sluice topics create`: every declared topic that does not exist, created through
+/// the publisher's own admin client; no agent needs to run.
+async fn create_topics(
+    cfg: sluice::config::Config,
+    partitions: Option<i32>,
+    replication: Option<i32>,
+) -> anyhow::Result<()> {
+    let topics = all_declared_topics(&cfg, &mut |_, _| {})?;
+    let partitions = partitions
+        .or(cfg.admin.as_ref().map(|a| a.topic_partitions))
+        .unwrap_or(1);
+    let replication = replication
+        .or(cfg.admin.as_ref().map(|a| a.topic_replication))
+        .unwrap_or(1);
+    anyhow::ensure!(partitions >= 1, "--partitions: must be at least 1");
+    anyhow::ensure!(replication >= 1, "--replication: must be at least 1");
     let sink = sluice::sink::open(&cfg.sink)?;
-    sink.check_topics(&cfg.declared_topics())?;
+    let kind = cfg.sink.publisher.kind();
+    let mut failed = 0;
+    for t in &topics {
+        let Some(admin) = sink.topic_admin() else {
+            println!("sink kind `{kind}` has no topics to create");
+            return Ok(());
+        };
+        match admin.create(t.clone(), partitions, replication).await {
+            Ok(()) => {
+                println!("topic {t}: created ({partitions} partitions, replication {replication})")
+            }
+            Err(sluice::sink::SinkError::TopicExists(_)) => println!("topic {t}: exists"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("topic {t}: {e}");
+            }
+        }
+    }
+    if topics.is_empty() {
+        println!("no topics declared (sink.default_topic, module subscriptions)");
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} topics could not be created",
+        topics.len()
+    );
+    Ok(())
+}
+
+async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
+    println!("config: ok");
+    // What the configuration names, and what the modules declare when configured.
+    let topics = all_declared_topics(&cfg, &mut |name, version| {
+        println!("module {name}: ok (version {version})");
+    })?;
+    let sink = sluice::sink::open(&cfg.sink)?;
+    // The modules' topics too (`run` holds their messages until the topic exists;
+    // `check` is where to hear of it first).
+    sink.check_topics(&topics)?;
     for w in sink.warnings(&topics) {
         println!("warning: {w}");
     }

@@ -492,3 +492,76 @@ async fn a_second_signal_stops_at_once_and_loses_nothing() {
     assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The topic bootstrap from an empty broker with no agent running: `sluice check`
+/// names the missing topic and the offline command that creates it; `sluice topics
+/// create` creates every topic the config and the module declare (with the partitions
+/// asked), a second run leaves them as they are, and `sluice check` then passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_offline_from_the_config() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let _guard = BROKER.lock().await;
+    fresh_broker(&[], 1);
+    let srv = server();
+    let dir = sluice_tests::scratch_dir("e2e-topics-offline");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[modules]]\nname = \"canal\"\nfile = \"{}\"\n[modules.config]\n\"canal.mq.topic\" = \"boot.orders\"\n\n[sink]\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\ndefault_topic = \"boot.default\"\n\n[checkpoint]\npath = \"{}\"\n",
+            source_toml(&srv, 4_300_009),
+            env!("GUEST_CANAL_COMPAT"),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let sluice = |args: &[&str]| {
+        let out = std::process::Command::new(sluice_tests::agent::binary())
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .env("SLUICE_E2E_PASSWORD", &srv.repl.1)
+            .output()
+            .expect("sluice runs");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = sluice(&["check"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("sluice topics create -c CONFIG"), "{out}");
+    let (code, out) = sluice(&["topics", "create", "--partitions", "3"]);
+    assert_eq!(code, Some(0), "{out}");
+    // The module's topic; `default_topic` serves only configs without modules.
+    assert!(
+        out.contains("topic boot.orders: created (3 partitions"),
+        "{out}"
+    );
+    assert!(!out.contains("boot.default"), "{out}");
+    let (code, out) = sluice(&["topics", "create"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("topic boot.orders: exists"), "{out}");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()
+        .expect("client");
+    for topic in ["boot.orders"] {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let parts = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len());
+        assert_eq!(parts, Some(3), "{topic}");
+    }
+    let (code, out) = sluice(&["check"]);
+    assert_eq!(code, Some(0), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
