@@ -550,7 +550,8 @@ async fn topics_are_created_offline_from_the_config() {
         .set("bootstrap.servers", BROKERS)
         .create()
         .expect("client");
-    for topic in ["boot.orders"] {
+    {
+        let topic = "boot.orders";
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .expect("metadata");
