@@ -550,7 +550,7 @@ fn all_declared_topics(
             std::sync::Arc::new(spec.clone()),
         )?;
         topics.extend(m.topics().iter().map(|t| t.to_string()));
-        each(&spec.name, &code.short_hash());
+        each(&spec.name, code.short_hash());
     }
     topics.sort();
     topics.dedup();
