@@ -27,6 +27,7 @@ pub mod format;
 pub mod gtid;
 pub mod json;
 pub mod metrics;
+pub mod migrate;
 pub mod pipeline;
 pub mod router;
 pub mod secret;

@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         cmd: TopicsCmd,
     },
+    /// Tools for moving from Canal.
+    Canal {
+        #[command(subcommand)]
+        cmd: CanalCmd,
+    },
     /// Build, inspect and try routing modules.
     Module {
         #[command(subcommand)]
@@ -138,6 +143,29 @@ enum CtlCmd {
     },
     /// Print the Prometheus metrics.
     Metrics,
+}
+
+/// `sluice canal`.
+#[derive(Subcommand)]
+enum CanalCmd {
+    /// Print a Sluice configuration made from a Canal instance's `instance.properties`
+    /// (and the server's `canal.properties`); what is not carried over is listed, with
+    /// the reason, on stderr and in the output's header.
+    Import {
+        /// The instance's `instance.properties`.
+        instance: PathBuf,
+        /// The server's `canal.properties` (server mode, MQ and filter settings).
+        canal: Option<PathBuf>,
+        /// The instance's name (default: the directory holding instance.properties).
+        #[arg(long)]
+        destination: Option<String>,
+        /// The canal-compat module the configuration loads.
+        #[arg(long, default_value = "canal-compat.wasm")]
+        module: String,
+        /// The checkpoint file the configuration names.
+        #[arg(long, default_value = "sluice.checkpoint")]
+        checkpoint: String,
+    },
 }
 
 /// `sluice topics`.
@@ -311,6 +339,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = runtime()?;
             rt.block_on(check(cfg))
         }
+        Command::Canal {
+            cmd:
+                CanalCmd::Import {
+                    instance,
+                    canal,
+                    destination,
+                    module,
+                    checkpoint,
+                },
+        } => canal_import(&instance, canal.as_deref(), destination, module, checkpoint),
         Command::Topics {
             cmd:
                 TopicsCmd::Create {
@@ -555,6 +593,52 @@ fn all_declared_topics(
     topics.sort();
     topics.dedup();
     Ok(topics)
+}
+
+/// `sluice canal import`.
+fn canal_import(
+    instance: &std::path::Path,
+    canal: Option<&std::path::Path>,
+    destination: Option<String>,
+    module: String,
+    checkpoint: String,
+) -> anyhow::Result<()> {
+    use sluice::migrate::{canal, properties};
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    // canal.properties first: the instance's settings override the server's.
+    let mut props = match canal {
+        Some(c) => properties::parse(&read(c)?),
+        None => properties::Properties::new(),
+    };
+    props.extend(properties::parse(&read(instance)?));
+    let destination = destination
+        .or_else(|| {
+            instance
+                .canonicalize()
+                .ok()?
+                .parent()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "example".into());
+    let out = canal::convert(
+        &props,
+        &canal::Options {
+            destination,
+            module,
+            checkpoint,
+        },
+    )?;
+    print!("{}", out.toml);
+    for (k, v, why) in &out.not_translated {
+        eprintln!("not translated: {k} = {v}: {why}");
+    }
+    for (k, what) in &out.env {
+        eprintln!("set {k}: {what}");
+    }
+    Ok(())
 }
 
 /// `sluice topics create`: every declared topic that does not exist, created through

@@ -156,6 +156,24 @@ impl DynamicTopics {
         Ok(DynamicTopics { rules })
     }
 
+    /// The topics the rules name outright: `topic:pattern` rules' topics and plain
+    /// names' own (lowercased, as routed); a regex without a topic names none (its
+    /// topics come from the tables it matches).
+    pub fn named_topics(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .rules
+            .iter()
+            .filter_map(|r| match (&r.topic, &r.pattern) {
+                (Some(t), _) => Some(t.clone()),
+                (None, NamePattern::Simple(n)) => Some(n.to_lowercase()),
+                (None, NamePattern::Regex(_)) => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn match_name(&self, name: &str) -> Option<String> {
         let has_dot = name.contains('.');
         for r in &self.rules {
@@ -355,6 +373,11 @@ mod tests {
         assert_eq!(t.topic_for("db_b", "anything").as_deref(), Some("db_b"));
         assert_eq!(t.topic_for("other", "t"), None);
         assert_eq!(t.topic_for("", "t"), None);
+        // What the rules name outright (the regex rule without a topic names none).
+        assert_eq!(
+            t.named_topics(),
+            ["db_b", "mytest.order", "mytest.user", "topicA"]
+        );
         // A schema-level regex does not match table names and vice versa.
         let t = DynamicTopics::parse("s:shop.*,t:shop\\..*").unwrap();
         assert_eq!(t.topic_for("shop", "orders").as_deref(), Some("t"));

@@ -136,7 +136,10 @@ impl Router for CanalCompat {
             .exclude(config.get_or("canal.instance.filter.black.regex", ""))
             .columns(columns)
             .before_images(false)
-            .topics([r.default_topic.clone()]);
+            // The default topic first (decisions refer to it by index), then every
+            // topic the dynamic rules name outright, so `sluice topics create` and
+            // `sluice check` know them.
+            .topics(std::iter::once(r.default_topic.clone()).chain(r.dynamic.named_topics()));
         Ok((r, sub))
     }
 
