@@ -230,6 +230,9 @@ enum ModuleCmd {
         /// Module config (TOML) used by both.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The candidate's own config (TOML), when it differs from the serving one's.
+        #[arg(long)]
+        new_config: Option<PathBuf>,
         /// Events: binlog files or Canal FlatMessage JSON lines.
         #[arg(long, required = true, num_args = 1..)]
         events: Vec<PathBuf>,
@@ -812,6 +815,7 @@ fn module_cmd(cmd: ModuleCmd) -> anyhow::Result<()> {
             old,
             new,
             config,
+            new_config,
             events,
         } => {
             let evs = load_events(&events)?;
@@ -820,7 +824,8 @@ fn module_cmd(cmd: ModuleCmd) -> anyhow::Result<()> {
             let a = std::fs::read(&old).with_context(|| format!("reading {}", old.display()))?;
             let b = std::fs::read(&new).with_context(|| format!("reading {}", new.display()))?;
             let (da, _) = run_module(&engine, &a, module_spec(&name, &config)?, &evs, 500)?;
-            let (db, _) = run_module(&engine, &b, module_spec(&name, &config)?, &evs, 500)?;
+            let new_config = new_config.or(config);
+            let (db, _) = run_module(&engine, &b, module_spec(&name, &new_config)?, &evs, 500)?;
             let mut differ = 0;
             for (x, y) in da.iter().zip(&db) {
                 if x.routes != y.routes {

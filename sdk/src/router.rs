@@ -7,9 +7,20 @@ use crate::abi::{Batch, Decisions, EventRef, Kind};
 
 /// A module's configuration: the `config` table of its entry in the agent's config file,
 /// as key/value strings in file order.
+///
+/// It remembers which keys the module asked for (present or not) and which prefixes it
+/// read as a family, so that after `configure` the SDK can refuse a key the module does
+/// not know — a typo such as `canal.mq.partitonHash` — naming the closest known key,
+/// instead of silently ignoring it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     entries: Vec<(String, String)>,
+    /// Keys the module looked up.
+    asked: std::cell::RefCell<Vec<String>>,
+    /// Prefixes the module read as families (`tag.`).
+    families: std::cell::RefCell<Vec<String>>,
+    /// The module read every entry itself ([`Config::entries`]).
+    took_all: std::cell::Cell<bool>,
 }
 
 impl Config {
@@ -22,11 +33,18 @@ impl Config {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            ..Config::default()
         }
     }
 
     /// The value of `key` (the last one, if repeated).
     pub fn get(&self, key: &str) -> Option<&str> {
+        {
+            let mut asked = self.asked.borrow_mut();
+            if !asked.iter().any(|k| k == key) {
+                asked.push(key.to_string());
+            }
+        }
         self.entries
             .iter()
             .rev()
@@ -53,10 +71,107 @@ impl Config {
         }
     }
 
-    /// All entries.
+    /// Declares keys the module accepts without reading them (so they are not refused
+    /// as unknown).
+    pub fn accept(&self, keys: &[&str]) {
+        for k in keys {
+            let _ = self.get(k);
+        }
+    }
+
+    /// The entries whose key starts with `prefix` (the prefix kept), in file order: a
+    /// family of keys such as `tag.<name>`. Their keys count as known.
+    pub fn with_prefix<'a>(&'a self, prefix: &str) -> Vec<(&'a str, &'a str)> {
+        {
+            let mut f = self.families.borrow_mut();
+            if !f.iter().any(|p| p == prefix) {
+                f.push(prefix.to_string());
+            }
+        }
+        self.entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// All entries. A module that reads them all this way takes on checking them: no key
+    /// is refused as unknown afterwards.
     pub fn entries(&self) -> &[(String, String)] {
+        self.took_all.set(true);
         &self.entries
     }
+
+    /// The configured keys the module neither asked for nor read as a family, each with
+    /// the closest key it did ask for (a likely typo), in file order.
+    pub fn unknown_keys(&self) -> Vec<(String, Option<String>)> {
+        if self.took_all.get() {
+            return Vec::new();
+        }
+        let asked = self.asked.borrow();
+        let families = self.families.borrow();
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        for (k, _) in &self.entries {
+            if asked.iter().any(|a| a == k)
+                || families.iter().any(|p| k.starts_with(p.as_str()))
+                || out.iter().any(|(o, _)| o == k)
+            {
+                continue;
+            }
+            let closest = asked
+                .iter()
+                .map(|a| (edit_distance(a, k), a))
+                .filter(|(d, a)| *d <= 3.max(a.len() / 4))
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, a)| a.clone());
+            out.push((k.clone(), closest));
+        }
+        out
+    }
+
+    /// Every key the module asked for, in the order it asked.
+    pub fn known_keys(&self) -> Vec<String> {
+        let mut keys = self.asked.borrow().clone();
+        keys.extend(self.families.borrow().iter().map(|p| format!("{p}*")));
+        keys
+    }
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Why a configuration is refused for keys the module does not know (typos named with
+/// the closest known key). `None` when every key is known.
+pub fn unknown_keys_error(config: &Config) -> Option<String> {
+    let unknown = config.unknown_keys();
+    if unknown.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = unknown
+        .iter()
+        .map(|(k, near)| match near {
+            Some(n) => format!("`{k}` (did you mean `{n}`?)"),
+            None => format!("`{k}`"),
+        })
+        .collect();
+    Some(format!(
+        "unknown config key{} {}; this module reads {}",
+        if parts.len() > 1 { "s" } else { "" },
+        parts.join(", "),
+        config.known_keys().join(", ")
+    ))
 }
 
 /// In [`Subscription::columns`], the primary key (Canal's spelling). It matches no other
@@ -308,4 +423,42 @@ pub trait Router: Sized + 'static {
         batch: &Batch<'_>,
         out: &mut Decisions,
     ) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_the_module_never_asked_for_are_named_with_the_closest_known_one() {
+        let c = Config::new([
+            ("canal.mq.topic", "t"),
+            ("canal.mq.partitonHash", "x"),
+            ("tag.A", "db\\..*"),
+            ("completely.else", "1"),
+        ]);
+        let _ = c.get("canal.mq.topic");
+        let _ = c.get("canal.mq.partitionHash");
+        let _ = c.with_prefix("tag.");
+        assert_eq!(
+            c.unknown_keys(),
+            [
+                (
+                    "canal.mq.partitonHash".to_string(),
+                    Some("canal.mq.partitionHash".to_string())
+                ),
+                ("completely.else".to_string(), None),
+            ]
+        );
+        let e = unknown_keys_error(&c).expect("refused");
+        assert!(e.starts_with("unknown config keys `canal.mq.partitonHash` (did you mean `canal.mq.partitionHash`?), `completely.else`"), "{e}");
+        assert!(e.contains("tag.*"), "{e}");
+        // Accepted keys and a module that reads every entry itself refuse nothing.
+        c.accept(&["completely.else", "canal.mq.partitonHash"]);
+        assert!(unknown_keys_error(&c).is_none());
+        let all = Config::new([("anything", "1")]);
+        let _ = all.entries();
+        assert!(all.unknown_keys().is_empty());
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

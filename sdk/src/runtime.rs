@@ -37,7 +37,13 @@ pub fn configure<R: Router>(
     state: &RefCell<State<R>>,
     config: Vec<(String, String)>,
 ) -> Result<wit::Subscription, String> {
-    let (router, sub) = R::configure(&Config::new(config))?;
+    let config = Config::new(config);
+    let (router, sub) = R::configure(&config)?;
+    // A key the module never asked for is a typo or a setting it does not implement:
+    // refused by name rather than silently ignored.
+    if let Some(e) = crate::router::unknown_keys_error(&config) {
+        return Err(e);
+    }
     let mut st = state.borrow_mut();
     st.router = Some(router);
     Ok(wit::Subscription {

@@ -59,7 +59,12 @@ pub struct Harness<R: Router> {
 impl<R: Router> Harness<R> {
     /// Configures a router from key/value pairs.
     pub fn new(config: &[(&str, &str)]) -> Result<Self, String> {
-        let (router, subscription) = R::configure(&Config::new(config.iter().copied()))?;
+        let config = Config::new(config.iter().copied());
+        let (router, subscription) = R::configure(&config)?;
+        // As the agent does: a key the module never asked for is refused by name.
+        if let Some(e) = crate::router::unknown_keys_error(&config) {
+            return Err(e);
+        }
         let selection = Selection::of(&subscription)?;
         Ok(Harness {
             router,

@@ -112,6 +112,19 @@ async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
     }
     let (code, out, err) = sluice(&["check", "-c", cfg], &env);
     assert_eq!(code, Some(0), "{out}{err}");
+    // A typo in the module's config: refused by `check`, naming the key meant.
+    let typo = dir.join("typo.toml");
+    std::fs::write(
+        &typo,
+        toml.replace("canal.mq.partitionHash", "canal.mq.partitonHash"),
+    )
+    .expect("typo config");
+    let (code, out, err) = sluice(&["check", "-c", typo.to_str().unwrap_or_default()], &env);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("`canal.mq.partitonHash` (did you mean `canal.mq.partitionHash`?)"),
+        "{out}{err}"
+    );
 
     let mut agent = Agent::start(&config, &dir.join("agent.log"), &env);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));

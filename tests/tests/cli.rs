@@ -172,13 +172,26 @@ fn module_tooling_end_to_end() {
         "{}",
         String::from_utf8_lossy(&same.stderr)
     );
-    std::fs::write(&config, "topic = \"bus\"\n\"tag.rooms\" = 'test_db\\.rooms'\ndefault_tag = \"other\"\n\"filter.regex\" = 'test_db\\.rooms'\n").expect("write");
+    // Two modules, each with its own config (a key one does not read is refused).
+    std::fs::write(
+        &config,
+        "topic = \"bus\"\n\"tag.rooms\" = 'test_db\\.rooms'\ndefault_tag = \"other\"\n",
+    )
+    .expect("write");
+    let candidate = dir.join("candidate.toml");
+    std::fs::write(
+        &candidate,
+        "topic = \"bus\"\n\"filter.regex\" = 'test_db\\.rooms'\n",
+    )
+    .expect("write");
     let differ = sluice()
         .args(["module", "diff"])
         .arg(&built)
         .arg(env!("GUEST_TABLE_FILTER"))
         .arg("--config")
         .arg(&config)
+        .arg("--new-config")
+        .arg(&candidate)
         .arg("--events")
         .arg(&binlog)
         .output()

@@ -328,10 +328,15 @@ fn a_module_that_fails_to_configure_takes_its_policy_and_the_agent_runs() {
         // broken one's events (all of them: its subscription is unknown) are
         // dead-lettered, and it is reported failed.
         let started = Instant::now();
-        // `topic` is for the replacement below (the `tags` module needs it).
+        // One config both modules accept: the hostile module reads its mode from
+        // `tag.mode` as well, and the `tags` module that replaces it below reads every
+        // `tag.*` key and `topic` (a key either did not know would be refused).
         let mut broken = spec("broken", mode, None, Policy::DeadLetter("dlq".into()));
-        broken.config.push(("topic".into(), "ok".into()));
-        broken.config.push(("tag.all".into(), ".*\\..*".into()));
+        broken.config = vec![
+            ("tag.mode".into(), mode.into()),
+            ("topic".into(), "ok".into()),
+            ("tag.all".into(), ".*\\..*".into()),
+        ];
         // The good module's speed is not what this tests: on two loaded cores its first
         // call once ran past the 50 ms deadline and its skip policy dropped the events.
         let mut good = spec("good", "none", None, Policy::Skip);

@@ -239,7 +239,8 @@ fn canary_catches_a_trapping_candidate() {
     spec.config = vec![
         ("topic".into(), "bus".into()),
         ("tag.all".into(), ".*\\..*".into()),
-        ("mode".into(), "panic".into()),
+        // Read by the hostile candidate (and, as a tag pattern, harmless to `tags`).
+        ("tag.mode".into(), "panic".into()),
     ];
     let mut set = RouterSet::new(engine, vec![(spec, good)]).expect("loads");
     let serving = set.version_of("tags").expect("serving").to_string();
@@ -247,8 +248,8 @@ fn canary_catches_a_trapping_candidate() {
     let evs = vec![insert(&t, &[&[Some("1")], &[Some("2")]], 1)];
     set.route(&inputs(&evs)).expect("routes");
     set.at_transaction_boundary(&evs);
-    // The candidate (the hostile module, reading `mode` from the same config, which the
-    // tags module ignores) panics on every event of the sample.
+    // The candidate (the hostile module, reading `tag.mode` from the same config) panics
+    // on every event of the sample.
     let mut hostile = read(env!("GUEST_HOSTILE"));
     hostile = new_version(&hostile, "x");
     set.propose("tags", hostile).expect("proposed");

@@ -6,8 +6,16 @@
 //! `canal.mq.partition` (fixed partition when no hash is configured),
 //! `canal.mq.partitionsNum`, `canal.mq.partitionHash`,
 //! `canal.mq.dynamicTopicPartitionNum`, `canal.mq.database.hash` (alias `databaseHash`,
-//! default true), and the instance filters `canal.instance.filter.regex` /
-//! `canal.instance.filter.black.regex`.
+//! default true), the instance filters `canal.instance.filter.regex` /
+//! `canal.instance.filter.black.regex`, and Canal's event filters (true drops what they
+//! name, as Canal's parser does): `canal.instance.filter.query.ddl` (DDL),
+//! `.query.dml` (statement-format DML, a QUERY event), `.query.dcl` (GRANT, REVOKE,
+//! user management), `.rows` (all row changes), `.dml.insert` / `.dml.update` /
+//! `.dml.delete`. `canal.instance.filter.druid.ddl` and
+//! `canal.instance.filter.transaction.entry` are accepted and change nothing here (DDL
+//! is parsed by the agent; FlatMessages carry no transaction entries).
+//! `canal.instance.filter.table.error = true` is refused: Sluice never skips a table it
+//! cannot decode. Any other key is refused by name (the SDK's unknown-key check).
 
 use sluice_sdk::canal::{
     DynamicTopics, HashMode, PartitionHash, TopicPartitions, canal_partition, java_hash_code,
@@ -44,6 +52,32 @@ pub struct CanalCompat {
     hash: PartitionHash,
     topic_partitions: TopicPartitions,
     database_hash: bool,
+    /// Statement events dropped: (DDL, DML, DCL).
+    drop_query: (bool, bool, bool),
+}
+
+/// What kind of statement a QUERY event's SQL is, as Canal sorts them.
+#[derive(Debug, PartialEq, Eq)]
+enum Statement {
+    Ddl,
+    Dml,
+    Dcl,
+}
+
+fn statement(sql: &str) -> Statement {
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .filter(|w| !w.is_empty() && !w.starts_with("/*"))
+        .map(|w| w.to_ascii_uppercase());
+    let first = words.next().unwrap_or_default();
+    let second = words.next().unwrap_or_default();
+    match (first.as_str(), second.as_str()) {
+        ("INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD", _) => Statement::Dml,
+        ("GRANT" | "REVOKE", _)
+        | ("CREATE" | "DROP" | "ALTER" | "RENAME", "USER" | "ROLE")
+        | ("SET", "PASSWORD" | "ROLE" | "DEFAULT") => Statement::Dcl,
+        _ => Statement::Ddl,
+    }
 }
 
 impl CanalCompat {
@@ -121,7 +155,32 @@ impl Router for CanalCompat {
             )
             .map_err(|e| format!("canal.mq.dynamicTopicPartitionNum: {e}"))?,
             database_hash: flag(config, &["canal.mq.database.hash", "databaseHash"], true)?,
+            drop_query: (
+                flag(config, &["canal.instance.filter.query.ddl"], false)?,
+                flag(config, &["canal.instance.filter.query.dml"], false)?,
+                flag(config, &["canal.instance.filter.query.dcl"], false)?,
+            ),
         };
+        // Accepted, no effect here (see the module docs).
+        flag(config, &["canal.instance.filter.druid.ddl"], true)?;
+        flag(config, &["canal.instance.filter.transaction.entry"], false)?;
+        if flag(config, &["canal.instance.filter.table.error"], false)? {
+            return Err("canal.instance.filter.table.error = true is not supported: Sluice stops on a table it cannot decode rather than skipping its rows".into());
+        }
+        let rows = !flag(config, &["canal.instance.filter.rows"], false)?;
+        let mut kinds = Vec::new();
+        for (kind, key) in [
+            (Kind::Insert, "canal.instance.filter.dml.insert"),
+            (Kind::Update, "canal.instance.filter.dml.update"),
+            (Kind::Delete, "canal.instance.filter.dml.delete"),
+        ] {
+            if rows && !flag(config, &[key], false)? {
+                kinds.push(kind);
+            }
+        }
+        if r.drop_query != (true, true, true) {
+            kinds.push(Kind::Ddl);
+        }
         if r.partitions < 1 {
             return Err(format!(
                 "canal.mq.partitionsNum must be at least 1, not {}",
@@ -132,6 +191,7 @@ impl Router for CanalCompat {
         // needs to cross into the module.
         let columns = std::iter::once(PRIMARY_KEY.to_string()).chain(r.hash.columns());
         let sub = Subscription::all()
+            .kinds(&kinds)
             .tables(config.get_or("canal.instance.filter.regex", ""))
             .exclude(config.get_or("canal.instance.filter.black.regex", ""))
             .columns(columns)
@@ -159,7 +219,16 @@ impl Router for CanalCompat {
         out: &mut Decisions,
     ) -> Result<(), String> {
         for ev in batch.iter() {
-            if let Some((db, name, _)) = ev.ddl() {
+            if let Some((db, name, sql)) = ev.ddl() {
+                let dropped = match statement(sql) {
+                    Statement::Ddl => self.drop_query.0,
+                    Statement::Dml => self.drop_query.1,
+                    Statement::Dcl => self.drop_query.2,
+                };
+                if dropped {
+                    out.drop_event();
+                    continue;
+                }
                 // DDL: its table's topic, partition 0 (Canal's fixed partition when no
                 // hash is configured).
                 let p = if self.hash.is_empty() {
@@ -280,6 +349,62 @@ mod tests {
         assert_eq!(sent(&out[1]), ("example", Some(1)));
         // No rule for other.x: partition 0.
         assert_eq!(sent(&out[2]), ("example", Some(0)));
+    }
+
+    /// Canal's event filters drop what they name; the subscription keeps dropped kinds
+    /// from reaching the module at all.
+    #[test]
+    fn canal_event_filters_drop_what_they_name() {
+        let mut h = harness(&[
+            ("canal.instance.filter.query.ddl", "true"),
+            ("canal.instance.filter.query.dcl", "true"),
+            ("canal.instance.filter.dml.delete", "true"),
+            ("canal.instance.filter.druid.ddl", "true"),
+            ("canal.instance.filter.transaction.entry", "false"),
+        ]);
+        h.insert(1, &[Some("1"), Some("a")]);
+        h.delete(1, &[Some("1"), Some("a")]);
+        h.ddl("mytest", "user", "ALTER TABLE user ADD c INT");
+        h.ddl("mytest", "user", "GRANT SELECT ON mytest.* TO 'x'@'%'");
+        h.ddl("mytest", "user", "INSERT INTO user VALUES (1, 'a')");
+        let out = h.run().unwrap();
+        let got: Vec<(&str, Option<i32>)> = out.iter().map(sent).collect();
+        assert_eq!(
+            got,
+            [
+                ("example", Some(0)),
+                ("<unsubscribed>", None),
+                ("<dropped>", None),
+                ("<dropped>", None),
+                // Statement-format DML stays: only query.dml drops it.
+                ("example", Some(0)),
+            ]
+        );
+        // filter.rows: no row change at all.
+        let mut h = harness(&[("canal.instance.filter.rows", "true")]);
+        h.insert(1, &[Some("1"), Some("a")]);
+        assert_eq!(sent(&h.run().unwrap()[0]), ("<unsubscribed>", None));
+    }
+
+    /// A typo is refused with the key it was probably meant to be; a Canal setting
+    /// Sluice cannot honour is refused by name.
+    #[test]
+    fn unknown_and_unsupported_keys_are_refused_by_name() {
+        let e = Harness::<CanalCompat>::new(&[("canal.mq.partitonHash", ".*\\..*:$pk$")])
+            .err()
+            .expect("a typo is refused");
+        assert!(
+            e.contains("`canal.mq.partitonHash` (did you mean `canal.mq.partitionHash`?)"),
+            "{e}"
+        );
+        let e = Harness::<CanalCompat>::new(&[("canal.instance.filter.table.error", "true")])
+            .err()
+            .expect("refused");
+        assert!(e.contains("canal.instance.filter.table.error"), "{e}");
+        let e = Harness::<CanalCompat>::new(&[("canal.instance.filter.query.ddl", "maybe")])
+            .err()
+            .expect("refused");
+        assert!(e.contains("canal.instance.filter.query.ddl"), "{e}");
     }
 
     #[test]

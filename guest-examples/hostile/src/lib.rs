@@ -43,7 +43,16 @@ const MODES: &[&str] = &[
 
 impl Router for Hostile {
     fn configure(config: &Config) -> Result<(Self, Subscription), String> {
-        let mode = config.get_or("mode", "none").to_string();
+        // `tag.mode` too: a test swaps this module for the `tags` module under one
+        // config, and `tags` reads `tag.*` keys as its own (so neither refuses it).
+        let mode = config
+            .get("mode")
+            .or(config.get("tag.mode"))
+            .unwrap_or("none")
+            .to_string();
+        // The `tags` module's keys, which swap tests share with this one.
+        config.accept(&["topic"]);
+        let _ = config.with_prefix("tag.");
         if !MODES.contains(&mode.as_str()) {
             return Err(format!("unknown mode `{mode}`"));
         }

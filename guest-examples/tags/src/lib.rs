@@ -29,7 +29,7 @@ impl Router for Tags {
     fn configure(config: &Config) -> Result<(Self, Subscription), String> {
         let topic = config.get("topic").ok_or("config `topic` is required")?;
         let mut rules = Vec::new();
-        for (k, v) in config.entries() {
+        for (k, v) in config.with_prefix("tag.") {
             if let Some(tag) = k.strip_prefix("tag.") {
                 let f = TableFilter::parse(v).map_err(|e| format!("{k}: {e}"))?;
                 rules.push((tag.to_string(), f));
