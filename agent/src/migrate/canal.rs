@@ -86,51 +86,6 @@ const INTERNAL: &[&str] = &[
 /// with why Sluice does not carry them.
 const UNSUPPORTED: &[(&str, &str, &str)] = &[
     (
-        "canal.instance.filter.query.dml",
-        "false",
-        "canal-compat does not drop statement-format DML yet: these statements would reach consumers",
-    ),
-    (
-        "canal.instance.filter.query.ddl",
-        "false",
-        "canal-compat does not drop DDL yet: DDL would reach consumers",
-    ),
-    (
-        "canal.instance.filter.query.dcl",
-        "false",
-        "canal-compat does not drop DCL yet: these statements would reach consumers",
-    ),
-    (
-        "canal.instance.filter.druid.ddl",
-        "true",
-        "Sluice parses DDL itself; Canal's druid switch has no counterpart",
-    ),
-    (
-        "canal.instance.filter.rows",
-        "false",
-        "canal-compat does not drop row data yet",
-    ),
-    (
-        "canal.instance.filter.transaction.entry",
-        "false",
-        "FlatMessages carry no transaction entries; the Canal server always sends them",
-    ),
-    (
-        "canal.instance.filter.dml.insert",
-        "false",
-        "canal-compat does not drop inserts yet: write the rule in a module",
-    ),
-    (
-        "canal.instance.filter.dml.update",
-        "false",
-        "canal-compat does not drop updates yet: write the rule in a module",
-    ),
-    (
-        "canal.instance.filter.dml.delete",
-        "false",
-        "canal-compat does not drop deletes yet: write the rule in a module",
-    ),
-    (
         "canal.instance.filter.table.error",
         "false",
         "Sluice stops on a table it cannot decode rather than skipping it",
@@ -238,6 +193,19 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
         "RocketMQ message trace is not supported",
     ),
     ("canal.mq.vhost", "", "use rabbitmq.virtual.host"),
+];
+
+/// Canal's event filters, which canal-compat implements: carried into its config.
+const FILTERS: &[(&str, &str)] = &[
+    ("canal.instance.filter.query.ddl", "false"),
+    ("canal.instance.filter.query.dml", "false"),
+    ("canal.instance.filter.query.dcl", "false"),
+    ("canal.instance.filter.rows", "false"),
+    ("canal.instance.filter.dml.insert", "false"),
+    ("canal.instance.filter.dml.update", "false"),
+    ("canal.instance.filter.dml.delete", "false"),
+    ("canal.instance.filter.druid.ddl", "true"),
+    ("canal.instance.filter.transaction.entry", "false"),
 ];
 
 /// Keys the converter carries.
@@ -406,13 +374,31 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
         .unwrap_or("tcp")
         .to_ascii_lowercase();
     let mq = mode != "tcp";
-    if mq {
+    // Canal's event filters set away from their defaults: canal-compat applies them (in
+    // tcp mode too, routing everything to the destination).
+    let filters: Vec<(&str, &str)> = FILTERS
+        .iter()
+        .filter_map(|(k, default)| {
+            get(k)
+                .filter(|v| !v.eq_ignore_ascii_case(default))
+                .map(|v| (*k, v))
+        })
+        .collect();
+    if mq || !filters.is_empty() {
         let _ = writeln!(
             out,
             "\n[[modules]]\nname = \"canal\"\nfile = {}",
             q(&opts.module)
         );
         let _ = writeln!(out, "[modules.config]");
+        if !mq {
+            let _ = writeln!(out, "\"canal.mq.topic\" = {}", q(&opts.destination));
+        }
+        for (k, v) in &filters {
+            let _ = writeln!(out, "{} = {}", q(k), q(v));
+        }
+    }
+    if mq {
         for k in [
             "canal.mq.topic",
             "canal.mq.dynamicTopic",
@@ -581,6 +567,7 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
     for (k, v) in props {
         let v = v.trim();
         if CARRIED.contains(&k.as_str())
+            || FILTERS.iter().any(|(f, _)| f == k)
             || INTERNAL
                 .iter()
                 .any(|p| k == p || (p.ends_with('.') && k.starts_with(p)))
@@ -719,7 +706,6 @@ mod tests {
         // key; not the defaults or Canal's internals.
         let keys: Vec<&str> = c.not_translated.iter().map(|n| n.0.as_str()).collect();
         for k in [
-            "canal.instance.filter.query.ddl",
             "canal.instance.filter.field",
             "kafka.acks",
             "rocketmq.namesrv.addr",
@@ -728,6 +714,7 @@ mod tests {
             assert!(keys.contains(&k), "{k} not listed: {keys:?}");
         }
         for k in [
+            "canal.instance.filter.query.ddl",
             "canal.instance.filter.druid.ddl",
             "canal.instance.tsdb.enable",
             "canal.mq.flatMessage",
@@ -740,10 +727,10 @@ mod tests {
             "{}",
             c.toml
         );
-        assert!(
-            c.toml
-                .contains("canal.instance.filter.query.ddl = true: canal-compat does not drop DDL")
-        );
+        // Canal's DDL filter goes to canal-compat, which applies it; defaults are not
+        // copied.
+        assert_eq!(m["canal.instance.filter.query.ddl"].as_str(), Some("true"));
+        assert!(m.get("canal.instance.filter.druid.ddl").is_none());
     }
 
     #[test]
@@ -771,6 +758,14 @@ mod tests {
         // No slaveId: a generated, stable one.
         let again = convert(&tcp, &opts()).expect("tcp");
         assert_eq!(c.toml, again.toml);
+        // With an event filter, canal-compat applies it in front of the Canal server.
+        let mut filtered = tcp.clone();
+        filtered.insert("canal.instance.filter.dml.delete".into(), "true".into());
+        let t: toml::Table =
+            toml::from_str(&convert(&filtered, &opts()).expect("tcp").toml).expect("TOML");
+        let m = &t["modules"][0]["config"];
+        assert_eq!(m["canal.mq.topic"].as_str(), Some("orders"));
+        assert_eq!(m["canal.instance.filter.dml.delete"].as_str(), Some("true"));
 
         let rocket = parse(
             "canal.serverMode=rocketMQ\ncanal.instance.master.address=db:3306\ncanal.instance.dbUsername=u\nrocketmq.namesrv.addr=n1:9876;n2:9876\nrocketmq.producer.group=g\nrocketmq.tag=cdc\nrocketmq.namespace=prod\ncanal.aliyun.accessKey=AK\ncanal.aliyun.secretKey=SK\ncanal.instance.gtidon=true\ncanal.instance.master.gtid=0-1-100\n",
