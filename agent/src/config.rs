@@ -338,8 +338,16 @@ impl Config {
             }
             let text = toml::to_string(&m.config).context("module config")?;
             let config = crate::router::tools::flatten_config(&text)?;
-            let file = rel(&m.file);
-            if !file.is_file() {
+            let file = match crate::router::builtin::name_of(&m.file) {
+                Some(name) => {
+                    if crate::router::builtin::bytes(name).is_none() {
+                        bail!("{at}.file: {}", crate::router::builtin::unknown(name));
+                    }
+                    m.file.clone()
+                }
+                None => rel(&m.file),
+            };
+            if crate::router::builtin::name_of(&file).is_none() && !file.is_file() {
                 bail!("{at}.file: `{}` does not exist", file.display());
             }
             modules.push((

@@ -21,7 +21,14 @@ use sluice::format::{Format, canal, debezium};
 #[derive(Parser)]
 #[command(
     name = "sluice",
-    version,
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("SLUICE_BUILD_COMMIT"),
+        ", modules: WIT ",
+        env!("SLUICE_WIT_PACKAGE"),
+        ")"
+    ),
     about = "MySQL/MariaDB change-data-capture edge agent"
 )]
 struct Cli {
@@ -159,8 +166,9 @@ enum CanalCmd {
         /// The instance's name (default: the directory holding instance.properties).
         #[arg(long)]
         destination: Option<String>,
-        /// The canal-compat module the configuration loads.
-        #[arg(long, default_value = "canal-compat.wasm")]
+        /// The canal-compat module the configuration loads (default: the one built into
+        /// this binary).
+        #[arg(long, default_value = "builtin:canal-compat")]
         module: String,
         /// The checkpoint file the configuration names.
         #[arg(long, default_value = "sluice.checkpoint")]
@@ -188,6 +196,17 @@ enum TopicsCmd {
 
 #[derive(Subcommand)]
 enum ModuleCmd {
+    /// Write a module built into this binary (`builtin:NAME` in a config) to a file.
+    Export {
+        /// canal-compat, tags or table-filter (`sluice module export --list`).
+        name: Option<String>,
+        /// Where to write it (default `NAME.wasm`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// List the builtin modules.
+        #[arg(long)]
+        list: bool,
+    },
     /// Build the module crate in DIR for wasm32-unknown-unknown and make it a component.
     Build {
         /// Crate directory.
@@ -485,10 +504,7 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
                     serde_json::json!({ "path": abs }).to_string().into_bytes(),
                 )
             } else {
-                (
-                    "application/wasm",
-                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
-                )
+                ("application/wasm", sluice::router::builtin::read(&file)?)
             };
             let (status, text) =
                 call("POST", &format!("/v1/modules/{name}/candidate"), Some(body))?;
@@ -583,7 +599,7 @@ fn all_declared_topics(
     let engine = sluice::router::RouterEngine::new(cfg.modules.len() as u32 + 2, None)?;
     let mut topics = cfg.declared_topics();
     for (spec, path) in &cfg.modules {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = sluice::router::builtin::read(path)?;
         let (code, _) = engine.compile(&spec.name, &bytes)?;
         let m = sluice::router::ModuleInstance::new(
             &engine,
@@ -735,6 +751,22 @@ fn module_cmd(cmd: ModuleCmd) -> anyhow::Result<()> {
     use sluice::router::tools::{load_events, routes_json, run_module};
     use sluice::router::{ModuleInstance, RouterEngine};
     match cmd {
+        ModuleCmd::Export { name, out, list } => {
+            use sluice::router::builtin;
+            if list || name.is_none() {
+                for n in builtin::names() {
+                    println!("{n}");
+                }
+                return Ok(());
+            }
+            let name = name.unwrap_or_default();
+            let bytes =
+                builtin::bytes(&name).ok_or_else(|| anyhow::anyhow!(builtin::unknown(&name)))?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("{} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
         ModuleCmd::Build { dir, out, profile } => {
             let path = sluice::router::build::build_module(&dir, &out, &profile)?;
             let bytes = std::fs::read(&path)?;
@@ -749,8 +781,7 @@ fn module_cmd(cmd: ModuleCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ModuleCmd::Check { file, config } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes = sluice::router::builtin::read(&file)?;
             let engine = RouterEngine::new(2, None)?;
             let component = wasmtime_component_summary(&engine, &bytes)?;
             println!("{component}");
@@ -770,8 +801,7 @@ fn module_cmd(cmd: ModuleCmd) -> anyhow::Result<()> {
             events,
             batch,
         } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes = sluice::router::builtin::read(&file)?;
             let evs = load_events(&events)?;
             let engine = RouterEngine::new(2, None)?;
             let t = std::time::Instant::now();
@@ -821,8 +851,8 @@ fn module_cmd(cmd: ModuleCmd) -> anyhow::Result<()> {
             let evs = load_events(&events)?;
             let engine = RouterEngine::new(4, None)?;
             let name = module_name(&old);
-            let a = std::fs::read(&old).with_context(|| format!("reading {}", old.display()))?;
-            let b = std::fs::read(&new).with_context(|| format!("reading {}", new.display()))?;
+            let a = sluice::router::builtin::read(&old)?;
+            let b = sluice::router::builtin::read(&new)?;
             let (da, _) = run_module(&engine, &a, module_spec(&name, &config)?, &evs, 500)?;
             let new_config = new_config.or(config);
             let (db, _) = run_module(&engine, &b, module_spec(&name, &new_config)?, &evs, 500)?;

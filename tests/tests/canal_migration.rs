@@ -3,7 +3,8 @@
 //! `canal.properties` (Kafka mode, dynamic topics, partition hash, table filters),
 //! `sluice topics create` on an empty broker, `sluice check`, `sluice run` — rows land
 //! in the topics and partitions Canal's rules give, the filter keeps other databases
-//! out, and what the converter could not carry is listed by name.
+//! out, and what the converter could not carry is listed by name. Every command runs
+//! with no Rust toolchain reachable: canal-compat is the one built into the binary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -13,9 +14,16 @@ use sluice_tests::agent::Agent;
 use sluice_tests::kafka::{BROKERS, Reader, fresh_broker};
 use sluice_tests::live::{exec, server};
 
+/// Runs `sluice ARGS` as on a host with only the binary: no cargo, rustc or wasm target
+/// reachable (an empty PATH and empty toolchain homes).
 fn sluice(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let bare = std::env::temp_dir().join(format!("sluice-bare-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&bare);
     let mut cmd = Command::new(sluice_tests::agent::binary());
-    cmd.args(args);
+    cmd.args(args)
+        .env("PATH", &bare)
+        .env("CARGO_HOME", &bare)
+        .env("RUSTUP_HOME", &bare);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -82,8 +90,6 @@ async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
                 .to_str()
                 .unwrap_or_default(),
             conf.join("canal.properties").to_str().unwrap_or_default(),
-            "--module",
-            env!("GUEST_CANAL_COMPAT"),
             "--checkpoint",
             dir.join("cp").to_str().unwrap_or_default(),
         ],
@@ -107,7 +113,15 @@ async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
     let config = dir.join("sluice.toml");
     std::fs::write(&config, &toml).expect("sluice.toml");
     let cfg = config.to_str().unwrap_or_default();
-    let env = [("SLUICE_SOURCE_PASSWORD", srv.repl.1.as_str())];
+    let bare = std::env::temp_dir().join(format!("sluice-bare-{}", std::process::id()));
+    let bare = bare.to_str().unwrap_or_default();
+    // The agent too runs with no toolchain reachable.
+    let env = [
+        ("SLUICE_SOURCE_PASSWORD", srv.repl.1.as_str()),
+        ("PATH", bare),
+        ("CARGO_HOME", bare),
+        ("RUSTUP_HOME", bare),
+    ];
 
     let (code, out, err) = sluice(&["check", "-c", cfg], &env);
     assert_eq!(code, Some(1), "topics do not exist yet: {out}{err}");
@@ -132,6 +146,7 @@ async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
         "{out}{err}"
     );
 
+    assert!(toml.contains("file = \"builtin:canal-compat\""), "{toml}");
     let mut agent = Agent::start(&config, &dir.join("agent.log"), &env);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));
     for (t, from) in [

@@ -51,13 +51,26 @@ fn replay_reports_corrupt_files_and_fails() {
 #[test]
 fn module_tooling_end_to_end() {
     let dir = sluice_tests::scratch_dir("cli-modules");
-    // build
+    // build: the example copied out of the repository, as a team starts from it (no
+    // workspace to inherit settings from; the SDK by absolute path; the workspace's
+    // lock file so no newer dependency is picked).
+    let krate = dir.join("my-tags");
+    std::fs::create_dir_all(krate.join("src")).expect("crate dir");
+    let manifest = std::fs::read_to_string(repo_root().join("guest-examples/tags/Cargo.toml"))
+        .expect("manifest")
+        .replace("../../sdk", &repo_root().join("sdk").display().to_string());
+    std::fs::write(krate.join("Cargo.toml"), manifest).expect("manifest");
+    std::fs::copy(
+        repo_root().join("guest-examples/tags/src/lib.rs"),
+        krate.join("src/lib.rs"),
+    )
+    .expect("source");
+    std::fs::copy(repo_root().join("Cargo.lock"), krate.join("Cargo.lock")).expect("lock");
     let out = sluice()
         .args(["module", "build"])
-        .arg(repo_root().join("guest-examples/tags"))
+        .arg(&krate)
         .arg("--out")
         .arg(repo_root().join("target/cli-modules"))
-        .args(["--profile", "guest"])
         .output()
         .expect("runs");
     assert!(
@@ -198,5 +211,66 @@ fn module_tooling_end_to_end() {
         .expect("runs");
     assert_eq!(differ.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&differ.stderr).contains("of 10 decisions differ"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The builtin modules: listed, exported as components another agent loads, an unknown
+/// name refused with the list; `--version` names the commit and the WIT package.
+#[test]
+fn builtin_modules_export_and_the_version_names_the_build() {
+    let out = sluice().arg("--version").output().expect("runs");
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.contains("commit ") && v.contains("WIT sluice:router@"),
+        "{v}"
+    );
+    let out = sluice()
+        .args(["module", "export", "--list"])
+        .output()
+        .expect("runs");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["canal-compat", "tags", "table-filter"]
+    );
+    let dir = sluice_tests::scratch_dir("cli-export");
+    let file = dir.join("cc.wasm");
+    let out = sluice()
+        .args(["module", "export", "canal-compat", "--out"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The exported file and the builtin name check alike.
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "\"canal.mq.topic\" = \"t\"\n").expect("config");
+    for module in [file.to_str().unwrap_or_default(), "builtin:canal-compat"] {
+        let out = sluice()
+            .args(["module", "check", module, "--config"])
+            .arg(&config)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{module}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = sluice()
+        .args(["module", "export", "nosuch"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "`builtin:nosuch` is not a builtin module (builtin: canal-compat, tags, table-filter)"
+        ),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -26,7 +26,7 @@ pub(super) fn load_routers(cfg: &Config) -> anyhow::Result<Option<RouterSet>> {
     )?);
     let mut mods = Vec::new();
     for (spec, path) in &cfg.modules {
-        let bytes = std::fs::read(path)
+        let bytes = crate::router::builtin::read(path)
             .with_context(|| format!("reading module `{}` from {}", spec.name, path.display()))?;
         mods.push((spec.clone(), bytes));
     }
@@ -53,7 +53,7 @@ impl<'a> ModuleFiles<'a> {
     /// SIGHUP: proposes every configured module file whose content changed.
     pub(super) fn reload(&self, set: &RouterSet) {
         for (spec, path) in &self.cfg.modules {
-            match std::fs::read(path) {
+            match crate::router::builtin::read(path) {
                 Ok(bytes)
                     if set.version_of(&spec.name)
                         != Some(crate::router::engine::hash_hex(&bytes).as_str()) =>

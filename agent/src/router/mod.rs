@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod breaker;
 pub mod build;
+pub mod builtin;
 pub mod engine;
 pub mod error;
 pub mod host;
