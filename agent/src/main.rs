@@ -95,14 +95,19 @@ enum Command {
 
 #[derive(clap::Args)]
 struct CtlArgs {
-    /// Admin API address (`http://HOST:PORT`).
-    #[arg(long, default_value = "http://127.0.0.1:9180", env = "SLUICE_ADMIN")]
+    /// Admin API address (`http://HOST:PORT`); accepted before or after the subcommand.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:9180",
+        env = "SLUICE_ADMIN"
+    )]
     admin: String,
     /// Environment variable holding the bearer token.
-    #[arg(long, default_value = "SLUICE_ADMIN_TOKEN")]
+    #[arg(long, global = true, default_value = "SLUICE_ADMIN_TOKEN")]
     token_env: String,
     /// File holding the bearer token (overrides --token-env).
-    #[arg(long)]
+    #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: CtlCmd,
@@ -328,8 +333,11 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     } else {
+        // Colours only on a terminal: a log file or journal gets plain text.
+        use std::io::IsTerminal;
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
     }
@@ -791,7 +799,11 @@ fn module_cmd(cmd: ModuleCmd) -> anyhow::Result<()> {
             if config.is_some() {
                 let spec = module_spec(&name, &config)?;
                 let m = ModuleInstance::new(&engine, code, std::sync::Arc::new(spec))?;
-                println!("configured: ok ({m:?})");
+                println!("configured: ok");
+                println!(
+                    "subscription: {}",
+                    serde_json::to_string_pretty(m.subscription()).unwrap_or_default()
+                );
             }
             Ok(())
         }

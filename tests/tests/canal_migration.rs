@@ -216,5 +216,11 @@ async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
     let used: BTreeSet<i32> = partition_of.values().flatten().copied().collect();
     assert!(used.len() > 1, "all keys in one partition: {used:?}");
     assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
+    // A log written to a file is plain text (colours are for terminals).
+    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    assert!(
+        log.contains("Replicating.") && !log.contains('\u{1b}'),
+        "{log}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -259,7 +259,23 @@ fn builtin_modules_export_and_the_version_names_the_build() {
             "{module}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The subscription as JSON a person can read, not a debug dump.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let sub = text
+            .split_once("subscription: ")
+            .map(|(_, j)| j)
+            .unwrap_or_default();
+        let sub: serde_json::Value = serde_json::from_str(sub).expect("subscription JSON");
+        assert_eq!(sub["topics"][0], "t", "{text}");
+        assert_eq!(sub["columns"][0], "$pk$", "{text}");
     }
+    // `--admin` after the ctl subcommand is the same flag.
+    let out = sluice()
+        .args(["ctl", "status", "--admin", "http://127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1/readyz"));
     let out = sluice()
         .args(["module", "export", "nosuch"])
         .output()

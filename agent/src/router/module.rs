@@ -145,6 +145,8 @@ pub struct ModuleInstance {
     logs: Arc<Mutex<LogBucket>>,
     /// When set, calls end by this instant even if the module's deadline is later.
     cutoff: Option<Instant>,
+    /// The subscription as the module returned it, for people (`sluice module check`).
+    subscription: serde_json::Value,
 }
 
 impl std::fmt::Debug for ModuleInstance {
@@ -187,7 +189,7 @@ impl ModuleInstance {
             .log_dropped;
         let logs = Arc::new(Mutex::new(LogBucket::new(dropped)));
         let ticks = deadline_ticks(&spec, None);
-        let (store, world, sub, topics) =
+        let (store, world, sub, (topics, subscription)) =
             Self::start(engine.engine(), engine.ticker(), &code, &spec, &logs, ticks)?;
         Ok(ModuleInstance {
             code,
@@ -207,6 +209,7 @@ impl ModuleInstance {
             ticker: engine.ticker().clone(),
             logs,
             cutoff: None,
+            subscription,
         })
     }
 
@@ -218,7 +221,15 @@ impl ModuleInstance {
         spec: &ModuleSpec,
         logs: &Arc<Mutex<LogBucket>>,
         ticks: u64,
-    ) -> Result<(Store<ModuleState>, RouterWorld, Selection, Vec<Arc<str>>), RouterError> {
+    ) -> Result<
+        (
+            Store<ModuleState>,
+            RouterWorld,
+            Selection,
+            (Vec<Arc<str>>, serde_json::Value),
+        ),
+        RouterError,
+    > {
         let name = spec.name.clone();
         let mut store = Store::new(
             engine,
@@ -262,6 +273,19 @@ impl ModuleInstance {
             module: name.clone(),
             detail,
         };
+        let described = serde_json::json!({
+            "tables": wsub.tables,
+            "exclude_tables": wsub.exclude_tables,
+            "kinds": wsub.kinds.iter().map(|k| match k {
+                wit::ChangeKind::Insert => "insert",
+                wit::ChangeKind::Update => "update",
+                wit::ChangeKind::Delete => "delete",
+                wit::ChangeKind::Ddl => "ddl",
+            }).collect::<Vec<_>>(),
+            "columns": wsub.columns,
+            "before_images": wsub.before_images,
+            "topics": wsub.topics,
+        });
         let sub = Selection::new(
             &wsub.tables,
             &wsub.exclude_tables,
@@ -281,7 +305,7 @@ impl ModuleInstance {
             }
             topics.push(Arc::from(t.as_str()));
         }
-        Ok((store, world, sub, topics))
+        Ok((store, world, sub, (topics, described)))
     }
 
     /// The compiled module.
@@ -292,6 +316,12 @@ impl ModuleInstance {
     /// The module's configuration.
     pub fn spec(&self) -> &Arc<ModuleSpec> {
         &self.spec
+    }
+
+    /// The subscription as the module returned it: tables, excluded tables, kinds,
+    /// columns, before-images, declared topics.
+    pub fn subscription(&self) -> &serde_json::Value {
+        &self.subscription
     }
 
     /// The topics its subscription declared (decisions may name others inline).
@@ -332,7 +362,7 @@ impl ModuleInstance {
 
     fn restart(&mut self) -> Result<(), RouterError> {
         let ticks = self.ticks();
-        let (store, world, sub, topics) = Self::start(
+        let (store, world, sub, (topics, subscription)) = Self::start(
             &self.engine,
             &self.ticker,
             &self.code,
@@ -344,6 +374,7 @@ impl ModuleInstance {
         self.world = world;
         self.sub = sub;
         self.topics = topics;
+        self.subscription = subscription;
         self.tables.clear();
         self.by_name.clear();
         self.last = None;
