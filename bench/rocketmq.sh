@@ -24,10 +24,12 @@ trap 'rm -rf "$WORK"' EXIT
 
 agent() { drain_with_sink "$1" 1000779; }
 
+# SLUICE_BENCH_ROCKETMQ: extra [sink.rocketmq] settings (e.g. `batch_max = 64`).
 ROCKET="[sink]
 kind = \"rocketmq\"
 [sink.rocketmq]
-namesrv = [\"$NAMESRV\"]"
+namesrv = [\"$NAMESRV\"]
+${SLUICE_BENCH_ROCKETMQ:-}"
 record_messages 1000779
 RESULTS=$(mktemp)
 for ((round = 1; round <= REPEAT; round++)); do

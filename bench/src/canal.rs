@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let mut first: Option<Instant> = None;
     while got < want {
         send(&mut s, kind::GET, &get).await?;
-        let p = packet::read(&mut s).await?;
+        let p = packet::read_at_most(&mut s, 1 << 30).await?;
         anyhow::ensure!(p.r#type == kind::MESSAGES, "unexpected packet {}", p.r#type);
         let m = packet::Messages::decode(&p.body[..])?;
         if m.batch_id <= 0 {

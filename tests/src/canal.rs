@@ -134,7 +134,31 @@ pub enum Answer {
     Closed,
 }
 
+/// A connection whose first packet may be a handshake or a refusal.
+pub struct Any {
+    first: Option<packet::Packet>,
+}
+
+impl Any {
+    /// Whether the server greeted it with a handshake.
+    pub fn handshake_ok(&mut self) -> bool {
+        self.first
+            .as_ref()
+            .is_some_and(|p| p.r#type == packet::kind::HANDSHAKE)
+    }
+}
+
 impl Raw {
+    /// Connects and reads whatever comes first.
+    pub async fn connect_any(port: u16) -> Any {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+            return Any { first: None };
+        };
+        Any {
+            first: packet::read(&mut stream).await.ok(),
+        }
+    }
+
     /// Connects and reads the handshake.
     pub async fn connect(port: u16) -> Raw {
         let mut stream = TcpStream::connect(("127.0.0.1", port))
@@ -238,7 +262,12 @@ impl Raw {
 
     /// The next packet (at most 10 s).
     pub async fn answer(&mut self) -> Answer {
-        match tokio::time::timeout(Duration::from_secs(10), packet::read(&mut self.stream)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            packet::read_at_most(&mut self.stream, 1 << 30),
+        )
+        .await
+        {
             Err(_) => panic!("no answer within 10 s"),
             Ok(Err(_)) => Answer::Closed,
             Ok(Ok(p)) => match p.r#type {

@@ -636,6 +636,34 @@ async fn hostile_clients_get_error_codes_and_the_others_carry_on() {
         panic!("no batch")
     };
     assert_eq!(again, one, "the unacknowledged batch comes again, the same");
+    // A flood of connections: past the cap, each is told so and closed; once they go,
+    // clients connect again.
+    let mut flood = Vec::new();
+    let refused = loop {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let p = sluice::sink::canal_server::packet::read(&mut s)
+            .await
+            .expect("a packet");
+        if p.r#type == sluice::sink::canal_server::packet::kind::ACK {
+            let a = sluice::sink::canal_server::packet::Ack::decode(&p.body[..]).expect("ack");
+            break a.error_message;
+        }
+        flood.push(s);
+        assert!(flood.len() <= 300, "no connection cap");
+    };
+    assert!(refused.contains("too many connections"), "{refused}");
+    drop(flood);
+    let t = Instant::now();
+    loop {
+        let mut again = Raw::connect_any(port).await;
+        if again.handshake_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the cap never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A second client on a destination that has one is refused.
     let mut dup = Raw::connect(port).await;
     assert!(

@@ -153,14 +153,17 @@ impl Shared {
     }
 
     fn fetch(&self, name: &str, n: usize, keep: &dyn Fn(&str, &str) -> bool) -> Option<Fetched> {
-        self.lock()
-            .get_mut(name)
-            .and_then(|d| d.stream.fetch(n, keep))
+        let mut ds = self.lock();
+        let d = ds.get_mut(name)?;
+        let f = d.stream.fetch(n, keep);
+        gauges(name, d);
+        f
     }
 
     fn rollback(&self, name: &str, id: i64) {
         if let Some(d) = self.lock().get_mut(name) {
             d.stream.rollback(id);
+            gauges(name, d);
         }
     }
 

@@ -225,9 +225,9 @@ pub enum ReadError {
     /// The client closed the connection between packets.
     #[error("closed")]
     Closed,
-    /// A frame over [`MAX_FRAME`].
-    #[error("a frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    /// A frame over the limit (length, limit).
+    #[error("a frame of {0} bytes is over the {1}-byte limit")]
+    TooLarge(usize, usize),
     /// Not a `Packet`.
     #[error("not a Canal packet: {0}")]
     Garbage(#[from] prost::DecodeError),
@@ -236,8 +236,16 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads one packet.
+/// Reads one request (at most [`MAX_FRAME`] bytes).
 pub async fn read<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Packet, ReadError> {
+    read_at_most(r, MAX_FRAME).await
+}
+
+/// Reads one packet of at most `max` bytes (a client reading batches sets its own).
+pub async fn read_at_most<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Packet, ReadError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -245,8 +253,8 @@ pub async fn read<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Packet, ReadErro
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(ReadError::TooLarge(len));
+    if len > max {
+        return Err(ReadError::TooLarge(len, max));
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
@@ -292,7 +300,7 @@ mod tests {
         let huge = [0x80u8, 0, 0, 0];
         assert!(matches!(
             read(&mut &huge[..]).await,
-            Err(ReadError::TooLarge(_))
+            Err(ReadError::TooLarge(..))
         ));
         // Bytes that are no packet.
         let junk = [0, 0, 0, 3, 0xff, 0xff, 0xff];

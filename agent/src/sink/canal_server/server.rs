@@ -29,10 +29,14 @@ use super::packet::{
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a session may be silent when the client names no timeout (Canal: 1 hour).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Connections open at once; one more is answered with an error and closed, so a flood
+/// of connections cannot take the agent's file descriptors.
+const MAX_CONNECTIONS: usize = 256;
 
 /// Accepts connections until `stop`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let ids = AtomicU64::new(1);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -48,10 +52,32 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            crate::metrics::global()
+                .canal_errors
+                .get_or_create(&[("reason", "connections".to_string())])
+                .inc();
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    packet::write(
+                        &mut stream,
+                        &packet::ack(
+                            400,
+                            &format!("too many connections (at most {MAX_CONNECTIONS})"),
+                        ),
+                    ),
+                )
+                .await;
+            });
+            continue;
+        };
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let (mut r, mut w) = stream.into_split();
             let mut s = Session {
                 id,
