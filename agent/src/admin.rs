@@ -468,6 +468,20 @@ async fn checkpoint(
     })))
 }
 
+/// The publisher's own report (the Canal server: destinations, clients, cursors).
+async fn publisher(
+    _: Authorized,
+    State(st): State<AppState>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let s = st.control.state().ok_or_else(|| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "state unavailable".into(),
+        )
+    })?;
+    Ok(axum::Json(json!({ "publisher": s.publisher })))
+}
+
 async fn create_topic(
     _: Authorized,
     State(st): State<AppState>,
@@ -574,6 +588,7 @@ pub fn app_in(
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .route("/v1/checkpoint", get(checkpoint))
+        .route("/v1/publisher", get(publisher))
         .route("/v1/topics", post(create_topic))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -101,6 +101,9 @@ pub struct RunState {
     pub behind: bool,
     /// (in flight, acknowledged) messages.
     pub messages: (u64, u64),
+    /// What the publisher reports of itself (the Canal server: its destinations,
+    /// clients and cursors), as of the last checkpoint step.
+    pub publisher: Option<serde_json::Value>,
 }
 
 /// Shared between the admin server and the pipeline.
@@ -130,6 +133,7 @@ impl Control {
                 advanced_at: Instant::now(),
                 behind: false,
                 messages: (0, 0),
+                publisher: None,
             }),
             status: Mutex::new(None),
             stall_after,

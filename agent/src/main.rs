@@ -145,6 +145,8 @@ enum CtlCmd {
     Resume,
     /// The checkpoint, the read position and in-flight counts.
     Checkpoint,
+    /// What the publisher reports (the Canal server: destinations, clients, cursors).
+    Publisher,
     /// Create a topic (Kafka sink).
     CreateTopic {
         /// Topic name.
@@ -569,6 +571,7 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlCmd::Pause => print(call("POST", "/v1/pause", None)?),
         CtlCmd::Resume => print(call("POST", "/v1/resume", None)?),
         CtlCmd::Checkpoint => print(call("GET", "/v1/checkpoint", None)?),
+        CtlCmd::Publisher => print(call("GET", "/v1/publisher", None)?),
         CtlCmd::CreateTopic { name, partitions } => {
             let body = serde_json::json!({ "name": name, "partitions": partitions }).to_string();
             print(call(

@@ -689,6 +689,44 @@ async fn hostile_clients_get_error_codes_and_the_others_carry_on() {
     ] {
         assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
     }
+    // The admin API lists each destination's client and cursor (`sluice ctl publisher`),
+    // as of the last checkpoint step: `a` held by its client, `b`'s client gone (the
+    // reader finished) and its cursor where that client acknowledged.
+    let t = Instant::now();
+    let report = loop {
+        let (code, out) = sluice_tests::agent::ctl(admin, &["publisher"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let ds = v["publisher"]["destinations"].clone();
+        let a = ds
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["destination"] == "a"))
+            .cloned();
+        let b = ds
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["destination"] == "b"))
+            .cloned();
+        if let (Some(a), Some(b)) = (a, b)
+            && a["outstanding_batches"] == 1
+            && b["cursor"].is_object()
+            && b["client"].is_null()
+        {
+            assert_eq!(code, Some(0), "{out}");
+            break (a, b);
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(report.0["client"]["client_id"], "1001", "{report:?}");
+    assert!(
+        report.0["client"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{report:?}"
+    );
+    assert!(
+        report.1["cursor"]["offset"].as_u64().is_some_and(|o| o > 0),
+        "{report:?}"
+    );
     drop(c);
     let text = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
     assert!(

@@ -68,8 +68,10 @@ impl Run<'_> {
         let behind = counts.0 > 0
             || (self.progress.read.is_some() && self.progress.read != self.progress.saved)
             || self.progress.source_behind;
+        let publisher = self.sink.status();
         self.ctl.update(|s| {
             s.messages = counts;
+            s.publisher = publisher;
             s.behind = behind;
             s.read = self.progress.read.clone();
         });

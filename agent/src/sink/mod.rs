@@ -328,6 +328,12 @@ pub trait Publisher: Send {
     fn topic_admin(&self) -> Option<Box<dyn TopicAdmin>> {
         None
     }
+
+    /// What the publisher reports of itself for `GET /v1/publisher` (`None`: nothing
+    /// beyond the counts).
+    fn status(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Creates topics (`POST /v1/topics`, `sluice ctl create-topic`) off the pipeline.

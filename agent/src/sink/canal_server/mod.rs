@@ -71,6 +71,10 @@ struct Served {
     notify: Arc<Notify>,
     /// The session holding it.
     session: Option<u64>,
+    /// Who that is: (peer address, client id, since).
+    client: Option<(String, String, std::time::SystemTime)>,
+    /// The last position a client acknowledged (this run or an earlier one).
+    cursor: Option<PosKey>,
 }
 
 /// What the pipeline side and the connections share.
@@ -98,7 +102,7 @@ impl Shared {
         self.destinations.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn claim(&self, name: &str, session: u64) -> Result<(), String> {
+    fn claim(&self, name: &str, session: u64, peer: &str, client_id: &str) -> Result<(), String> {
         let mut ds = self.lock();
         let Some(d) = ds.get_mut(name) else {
             return Err(format!(
@@ -117,6 +121,11 @@ impl Shared {
                     crate::metrics::global().canal_clients.inc();
                 }
                 d.session = Some(session);
+                d.client = Some((
+                    peer.to_string(),
+                    client_id.to_string(),
+                    std::time::SystemTime::now(),
+                ));
                 gauges(name, d);
                 Ok(())
             }
@@ -129,6 +138,7 @@ impl Shared {
             && d.session == Some(session)
         {
             d.session = None;
+            d.client = None;
             d.stream.rollback(0);
             crate::metrics::global().canal_clients.dec();
             gauges(name, d);
@@ -176,6 +186,9 @@ impl Shared {
                 return Err(AckError::Unknown(id));
             };
             let acked = d.stream.ack(id)?;
+            if acked.cursor.is_some() {
+                d.cursor = acked.cursor;
+            }
             gauges(name, d);
             crate::metrics::global()
                 .canal_acked
@@ -260,6 +273,8 @@ impl CanalServer {
                         stream: Destination::new(resume),
                         notify: Arc::new(Notify::new()),
                         session: None,
+                        client: None,
+                        cursor: resume,
                     },
                 )
             })
@@ -404,5 +419,39 @@ impl Publisher for CanalServer {
     }
     fn settle(&mut self, r: &Refused) {
         self.shared.window.settle(r);
+    }
+    /// Each destination: its client (peer, client id, connected since), entries not
+    /// fetched, batches not acknowledged, and its cursor (binlog file number, offset).
+    fn status(&self) -> Option<serde_json::Value> {
+        let ds = self.shared.lock();
+        let mut names: Vec<&String> = ds.keys().collect();
+        names.sort();
+        let list: Vec<serde_json::Value> = names
+            .into_iter()
+            .filter_map(|n| ds.get(n).map(|d| (n, d)))
+            .map(|(n, d)| {
+                serde_json::json!({
+                    "destination": n,
+                    "client": d.client.as_ref().map(|(peer, id, since)| serde_json::json!({
+                        "peer": peer,
+                        "client_id": id,
+                        "connected_unix_ms": since
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |t| t.as_millis() as u64),
+                    })),
+                    "pending_entries": d.stream.pending(),
+                    "outstanding_batches": d.stream.outstanding(),
+                    "cursor": d.cursor.map(|(file, offset)| serde_json::json!({
+                        "file_number": file,
+                        "offset": offset,
+                    })),
+                })
+            })
+            .collect();
+        Some(serde_json::json!({
+            "kind": "canal-server",
+            "listen": self.shared.cfg.listen.to_string(),
+            "destinations": list,
+        }))
     }
 }

@@ -81,6 +81,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
             let (mut r, mut w) = stream.into_split();
             let mut s = Session {
                 id,
+                peer: peer.to_string(),
                 shared: &shared,
                 destination: None,
             };
@@ -141,6 +142,7 @@ struct Subscription {
 
 struct Session<'a> {
     id: u64,
+    peer: String,
     shared: &'a Shared,
     destination: Option<Subscription>,
 }
@@ -296,7 +298,7 @@ impl Session<'_> {
             );
         }
         self.shared
-            .claim(destination, self.id)
+            .claim(destination, self.id, &self.peer, client_id)
             .or_else(|e| refuse(400, e))?;
         self.destination = Some(Subscription {
             name: destination.to_string(),
