@@ -22,10 +22,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SLUICE_NO_BUILTIN");
     let version = git_version(&root);
     println!("cargo:rustc-env=SLUICE_BUILD_COMMIT={version}");
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join(".git/HEAD").display()
-    );
+    // HEAD names the branch; its log changes with every commit and checkout.
+    for f in [".git/HEAD", ".git/logs/HEAD"] {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
     // The WIT package modules are built against (`package sluice:router@X;`).
     let wit = std::fs::read_to_string(root.join("wit/router.wit")).unwrap_or_default();
     let package = wit

@@ -20,6 +20,8 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 # Prometheus from Debian packages: the operability test scrapes the agent with it.
 command -v prometheus >/dev/null 2>&1 || apt_install prometheus
+# systemd-analyze checks the shipped systemd unit (cli test).
+command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 
 if [ "${SLUICE_KEEP_DB:-0}" != 1 ]; then
     scripts/mariadb.sh wipe >/dev/null 2>&1 || true

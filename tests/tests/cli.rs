@@ -290,3 +290,38 @@ fn builtin_modules_export_and_the_version_names_the_build() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The systemd unit shipped for DB hosts passes `systemd-analyze verify` (with its
+/// ExecStart pointed at this build), so a typo in a sandboxing option is caught here.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(repo_root().join("scripts/packaging/sluice.service"))
+        .expect("unit file");
+    let dir = sluice_tests::scratch_dir("cli-unit");
+    let path = dir.join("sluice.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "/usr/local/bin/sluice",
+            &sluice_tests::agent::binary().display().to_string(),
+        ),
+    )
+    .expect("write unit");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs (scripts/test.sh installs systemd)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Unknown keys and bad values print as "Unknown key name", "Failed to parse", ...
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("sluice.service"))
+        .collect();
+    assert!(complaints.is_empty(), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
