@@ -35,7 +35,9 @@ scripts/rabbitmq.sh start
 python3 -c 'import pika' 2>/dev/null || python3 -m pip install --quiet pika
 # The RocketMQ name server and broker (installed into ~/.cache/sluice/rocketmq on
 # first use, ~17 minutes; a fresh store whenever they were not running).
-scripts/rocketmq.sh start
+# Restarted on an empty store, as MariaDB is wiped above: topics must not hold an earlier
+# run's messages at binlog positions this run reuses.
+scripts/rocketmq.sh restart
 # canal-python 0.4, the independent Canal TCP client the Canal server tests read back
 # with, in a venv of its own: it needs protobuf 3.20.x.
 CANAL_VENV="${SLUICE_CANAL_VENV:-$HOME/.cache/sluice/canal-venv}"

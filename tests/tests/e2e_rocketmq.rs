@@ -74,7 +74,9 @@ async fn rocketmq_sink_survives_kill9() {
 async fn one_topic_with_a_tag_per_domain_and_consumers_filter_by_tag() {
     let _guard = BROKER.lock().await;
     require_broker();
-    create_topic("domains", 4);
+    // A topic of this run's own: the broker may hold an earlier run's messages.
+    let domains = format!("domains_{}", std::process::id());
+    create_topic(&domains, 4);
     let srv = server();
     let mut db = srv.admin().await;
     exec(&mut db, "DROP DATABASE IF EXISTS rtags").await;
@@ -92,7 +94,7 @@ async fn one_topic_with_a_tag_per_domain_and_consumers_filter_by_tag() {
         &config,
         format!(
             "{}include = ['rtags\\..*']\n\
-             [[modules]]\nname = \"tags\"\nfile = \"{}\"\ndeadline_ms = 2000\n[modules.config]\ntopic = \"domains\"\n\
+             [[modules]]\nname = \"tags\"\nfile = \"{}\"\ndeadline_ms = 2000\n[modules.config]\ntopic = \"{domains}\"\n\
              \"tag.ES_UPDATE_EVENT\" = 'rtags\\.orders,rtags\\.payments'\n\"tag.USER_EVENT\" = 'rtags\\.users'\n\
              {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_700_002),
@@ -102,8 +104,8 @@ async fn one_topic_with_a_tag_per_domain_and_consumers_filter_by_tag() {
         ),
     )
     .expect("config");
-    let all = Consumer::start(&dir, &["domains"], "*");
-    let es = Consumer::start(&dir, &["domains"], "ES_UPDATE_EVENT");
+    let all = Consumer::start(&dir, &[domains.as_str()], "*");
+    let es = Consumer::start(&dir, &[domains.as_str()], "ES_UPDATE_EVENT");
     let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &env);
@@ -215,7 +217,9 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     use mysql_async::prelude::Queryable;
     let _guard = BROKER.lock().await;
     require_broker();
-    create_topic("restart_t", 4);
+    // A topic of this run's own: the broker may hold an earlier run's messages.
+    let topic = format!("restart_t{}", std::process::id());
+    create_topic(&topic, 4);
     let srv = server();
     let mut db = srv.admin().await;
     exec(&mut db, "DROP DATABASE IF EXISTS rrestart").await;
@@ -232,7 +236,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         format!(
             "{}include = ['rrestart\\..*']\n\
              [[modules]]\nname = \"canal\"\nfile = \"{}\"\ndeadline_ms = 2000\n[modules.config]\n\
-             \"canal.mq.topic\" = \"restart_t\"\n\"canal.mq.partitionsNum\" = \"4\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
+             \"canal.mq.topic\" = \"{topic}\"\n\"canal.mq.partitionsNum\" = \"4\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
              {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             source_toml(&srv, 4_700_004),
             env!("GUEST_CANAL_COMPAT"),
@@ -241,7 +245,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         ),
     )
     .expect("config");
-    let consumer = Consumer::start(&dir, &["restart_t"], "*");
+    let consumer = Consumer::start(&dir, &[topic.as_str()], "*");
     let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &env);
@@ -321,7 +325,9 @@ async fn a_name_server_restart_with_batches_in_a_namespace_loses_nothing() {
     let _guard = BROKER.lock().await;
     require_broker();
     let ns = "sluicens";
-    create_topic(&format!("{ns}%nsr_t"), 4);
+    // A topic of this run's own: the broker may hold an earlier run's messages.
+    let nsr = format!("nsr_t{}", std::process::id());
+    create_topic(&format!("{ns}%{nsr}"), 4);
     let srv = server();
     let mut db = srv.admin().await;
     exec(&mut db, "DROP DATABASE IF EXISTS rnsr").await;
@@ -339,7 +345,7 @@ async fn a_name_server_restart_with_batches_in_a_namespace_loses_nothing() {
         format!(
             "{}include = ['rnsr\\..*']\n\
              [[modules]]\nname = \"canal\"\nfile = \"{}\"\ndeadline_ms = 2000\n[modules.config]\n\
-             \"canal.mq.topic\" = \"nsr_t\"\n\"canal.mq.partitionsNum\" = \"4\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
+             \"canal.mq.topic\" = \"{nsr}\"\n\"canal.mq.partitionsNum\" = \"4\"\n\"canal.mq.partitionHash\" = '.*\\..*:$pk$'\n\
              {}\n[checkpoint]\npath = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n",
             source_toml(&srv, 4_700_005),
             env!("GUEST_CANAL_COMPAT"),
@@ -348,7 +354,7 @@ async fn a_name_server_restart_with_batches_in_a_namespace_loses_nothing() {
         ),
     )
     .expect("config");
-    let consumer = Consumer::start(&dir, &[&format!("{ns}%nsr_t")], "*");
+    let consumer = Consumer::start(&dir, &[&format!("{ns}%{nsr}")], "*");
     let env = [("SLUICE_E2E_PASSWORD", srv.repl.1.as_str())];
     let log = dir.join("agent.log");
     let mut agent = Agent::start(&config, &log, &env);
@@ -384,7 +390,7 @@ async fn a_name_server_restart_with_batches_in_a_namespace_loses_nothing() {
         }
     };
     write(3_000).await;
-    struct Restart;
+    struct Restart(String);
     impl Drop for Restart {
         fn drop(&mut self) {
             let _ = std::process::Command::new("bash")
@@ -394,12 +400,12 @@ async fn a_name_server_restart_with_batches_in_a_namespace_loses_nothing() {
             // The tests after this one create topics: wait (at most 60 s) until the
             // broker registered again.
             let t = std::time::Instant::now();
-            while queues("sluicens%nsr_t").is_none() && t.elapsed() < Duration::from_secs(60) {
+            while queues(&self.0).is_none() && t.elapsed() < Duration::from_secs(60) {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
-    let _restart = Restart;
+    let _restart = Restart(format!("{ns}%{nsr}"));
     sluice_tests::rocket::script(&["stop-namesrv"]);
     write(3_000).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -407,7 +413,7 @@ async fn a_name_server_restart_with_batches_in_a_namespace_loses_nothing() {
     // The empty name server learns the broker's topics at its next registration
     // (every 10 s, scripts/rocketmq.sh).
     let t = std::time::Instant::now();
-    while queues(&format!("{ns}%nsr_t")).is_none() {
+    while queues(&format!("{ns}%{nsr}")).is_none() {
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "the broker did not register again within 60 s"
