@@ -276,8 +276,12 @@ impl Publisher for RabbitSink {
 enum Ended {
     /// Stopped by the pipeline.
     Stop,
-    /// A node or channel failure, or a nack: connect again, publish the unconfirmed.
+    /// A node or channel failure: connect again, publish the unconfirmed.
     Retry(String),
+    /// The broker nacked a message: it is up but cannot store now (a quorum queue
+    /// without its majority while nodes restart, a resource alarm). Not the message's
+    /// fault: wait, then publish the unconfirmed again.
+    Nacked,
     /// Nothing a reconnect can fix.
     Fatal(SinkError),
 }
@@ -298,6 +302,8 @@ async fn run(
     let mut logged_down = false;
     // Connections in a row that ended before a single confirm.
     let mut stuck = 0usize;
+    // Wait after a nack before publishing again; doubles to 5 s, reset by progress.
+    let mut nack_pause = Duration::from_millis(100);
     loop {
         let addr = cfg.addresses[node % cfg.addresses.len()].clone();
         node += 1;
@@ -312,6 +318,8 @@ async fn run(
                 return;
             }
             Err(Ended::Stop) => return,
+            // Connecting publishes nothing, so nothing can be nacked.
+            Err(Ended::Nacked) => continue,
             Err(Ended::Retry(why)) => {
                 if !logged_down {
                     tracing::warn!(message = "RabbitMQ node not reachable; trying the next.", node = %addr, error = %why);
@@ -352,8 +360,26 @@ async fn run(
         )
         .await;
         let _ = conn.close(200, "sluice publisher".into()).await;
+        if progressed {
+            nack_pause = Duration::from_millis(100);
+        }
         match ended {
             Ended::Stop => return,
+            Ended::Nacked => {
+                // A nack is an answer from a live broker, not a connection the message
+                // broke: it does not count towards handing the message to its policy.
+                tracing::warn!(
+                    message = "RabbitMQ nacked a message (it cannot store it now); publishing the unconfirmed again after a pause.",
+                    node = %addr,
+                    unconfirmed = unconfirmed.len(),
+                    pause_ms = nack_pause.as_millis() as u64,
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(nack_pause) => {}
+                }
+                nack_pause = (nack_pause * 2).min(Duration::from_secs(5));
+            }
             Ended::Fatal(e) => {
                 report_fatal(&shared, &mut first, e);
                 return;
@@ -595,7 +621,7 @@ async fn publish(
                         // Publish it and everything after it again, in order, on a new
                         // channel: per-queue order holds (with duplicates).
                         unconfirmed.push_front(m);
-                        return Ended::Retry("the broker refused (nacked) a message".into());
+                        return Ended::Nacked;
                     }
                     Err(e) => {
                         unconfirmed.push_front(m);
