@@ -447,16 +447,21 @@ async fn resume(_: Authorized, State(st): State<AppState>) -> axum::Json<Value> 
     axum::Json(json!({ "paused": false }))
 }
 
-async fn checkpoint(
-    _: Authorized,
-    State(st): State<AppState>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let s = st.control.state().ok_or_else(|| {
+/// The pipeline's last reported state (an error only if its lock was poisoned).
+fn run_state(st: &AppState) -> Result<crate::control::RunState, ApiError> {
+    st.control.state().ok_or_else(|| {
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             "state unavailable".into(),
         )
-    })?;
+    })
+}
+
+async fn checkpoint(
+    _: Authorized,
+    State(st): State<AppState>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let s = run_state(&st)?;
     Ok(axum::Json(json!({
         "checkpoint": s.checkpoint.as_ref().map(crate::checkpoint::to_json),
         "read": s.read.as_ref().map(crate::checkpoint::to_json),
@@ -473,12 +478,7 @@ async fn publisher(
     _: Authorized,
     State(st): State<AppState>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let s = st.control.state().ok_or_else(|| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "state unavailable".into(),
-        )
-    })?;
+    let s = run_state(&st)?;
     Ok(axum::Json(json!({ "publisher": s.publisher })))
 }
 
