@@ -13,7 +13,17 @@ use crate::event::{Cell, Column};
 use crate::json::{push_base64, push_escaped, push_json_string};
 
 /// Output format of JSON messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Canal FlatMessage (`canal.mq.flatMessage=true`).

@@ -31,11 +31,30 @@ pub const PUBLISHERS: &[Registration] = &[
 pub struct Registration {
     /// `sink.kind` naming it.
     pub kind: &'static str,
-    /// Its own `[sink]` keys and sections (`brokers`, `[sink.rabbitmq]`, ...).
-    pub keys: &'static [&'static str],
+    /// Its own `[sink]` keys and sections (`brokers`, `[sink.rabbitmq]`, ...), as the
+    /// schema of a struct whose fields are those keys: their names route a misplaced
+    /// key's error to its publisher, and their doc comments are the config reference.
+    pub keys: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Reads and checks its keys into a validated section.
     pub section: fn(&mut Section<'_>) -> anyhow::Result<Arc<dyn PublisherConfig>>,
 }
+
+impl Registration {
+    /// The `[sink]` keys and sections it reads.
+    pub fn key_names(&self) -> Vec<String> {
+        let schema = (self.keys)(&mut schemars::SchemaGenerator::default());
+        schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `[sink]` keys of a publisher that has none of its own.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct NoKeys {}
 
 /// A publisher's validated settings, able to open the publisher.
 pub trait PublisherConfig: std::fmt::Debug + Send + Sync {
@@ -62,6 +81,14 @@ pub struct Section<'a> {
 impl Section<'_> {
     /// Takes key `key` (`sink.KEY`), if set, parsed as `T`.
     pub fn take<T: DeserializeOwned>(&mut self, key: &str) -> anyhow::Result<Option<T>> {
+        // A key read but not declared would be missing from errors and the reference.
+        debug_assert!(
+            PUBLISHERS
+                .iter()
+                .any(|p| p.kind == self.kind && p.key_names().iter().any(|k| k == key)),
+            "kind `{}` reads `{key}` without declaring it in its keys",
+            self.kind
+        );
         match self.rest.remove(key) {
             None => Ok(None),
             Some(v) => {
@@ -117,29 +144,37 @@ fn secret_values(key: &str, v: &toml::Value, out: &mut Vec<String>) {
     }
 }
 
-/// `[sink]` as written: the shared settings, and the rest for the publisher.
-#[derive(Debug, Deserialize)]
+/// Where messages go: `kind` picks the publisher. The keys here are shared by every
+/// publisher; each publisher's own keys follow, and a key of another publisher is an
+/// error naming that publisher.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RawSink {
-    /// Which publisher: see [`PUBLISHERS`].
+    /// Which publisher: `stdout`, `file`, `kafka`, `rabbitmq`, `rocketmq` or
+    /// `canal-server`.
     pub kind: String,
-    /// `canal`, `debezium` or `canal-protobuf` (default `canal`, or what the publisher
-    /// needs).
+    /// Message format (default `canal`, Canal's FlatMessage JSON; `canal-server` sets
+    /// `canal-protobuf` itself). A module can set its own with `modules.format`.
     pub format: Option<Format>,
-    /// `event` (one message per rows event and destination, as Canal), `row`, or
-    /// `transaction` (one message per transaction and destination).
+    /// One message per `event` (the rows of one binlog rows event sharing a
+    /// destination, as Canal; default), per `row`, or per `transaction` and destination.
     pub message: Option<String>,
-    /// Topic used when no module is configured (every change goes there).
+    /// Topic every change goes to when no module is configured (default `sluice`);
+    /// unused with modules.
     pub default_topic: Option<String>,
-    /// Per-message limit (key, headers and payload), and what to do above it.
+    /// Largest message in bytes, key and headers included (default 1000000, Kafka's
+    /// default); a larger one is handled as `on_oversize` says.
     pub max_message_bytes: Option<usize>,
-    /// `halt` or `dead-letter` (with `oversize_topic`).
+    /// A message over `max_message_bytes`: `halt` (default) stops with an error naming
+    /// it; `dead-letter` sends a small reference to `oversize_topic` instead.
     pub on_oversize: Option<String>,
-    /// Topic receiving a reference to oversize messages.
+    /// Topic receiving the references (required with `on_oversize = "dead-letter"`).
     pub oversize_topic: Option<String>,
-    /// Messages in flight before the reader waits.
+    /// Messages sent but not yet acknowledged before reading the binlog pauses
+    /// (default 20000): the bound on memory while a broker is slow or down.
     pub max_in_flight: Option<usize>,
-    /// The publisher's own keys and sections.
+    /// The publisher's own keys and sections (each publisher's [`Registration::keys`]).
     #[serde(flatten)]
+    #[schemars(skip)]
     pub rest: toml::Table,
 }
 
@@ -202,7 +237,9 @@ impl RawSink {
         };
         let publisher = (reg.section)(&mut section)?;
         if let Some(key) = section.rest.keys().next() {
-            let owner = PUBLISHERS.iter().find(|p| p.keys.contains(&key.as_str()));
+            let owner = PUBLISHERS
+                .iter()
+                .find(|p| p.key_names().iter().any(|k| k == key));
             match owner {
                 Some(o) => bail!(
                     "sink.{key}: only used with kind = \"{}\" (kind is `{}`)",
@@ -306,9 +343,9 @@ mod tests {
         let mut keys = std::collections::BTreeMap::new();
         for p in PUBLISHERS {
             assert!(kinds.insert(p.kind), "kind `{}` registered twice", p.kind);
-            for k in p.keys {
+            for k in p.key_names() {
                 // A key two publishers read could not name its owner in errors.
-                if let Some(other) = keys.insert(*k, p.kind) {
+                if let Some(other) = keys.insert(k.clone(), p.kind) {
                     panic!("`{k}` is read by both {other} and {}", p.kind);
                 }
             }

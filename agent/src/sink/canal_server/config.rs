@@ -14,8 +14,9 @@ use serde::Deserialize;
 
 use super::auth;
 
-/// `[sink.canal_server]` as written.
-#[derive(Debug, Default, Deserialize)]
+/// Serves Canal's TCP protocol to existing Canal clients: each destination is a topic
+/// modules route to; a client's ack moves the checkpoint.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCanalServer {
     /// Listen address (default `127.0.0.1:11111`, Canal's port, loopback only).
@@ -24,12 +25,14 @@ pub struct RawCanalServer {
     /// `canal.destinations`).
     #[serde(default)]
     pub destinations: Vec<String>,
-    /// The user clients must name (Canal's `canal.user`).
+    /// The user clients must name (Canal's `canal.user`; absent: clients are not
+    /// authenticated, allowed on loopback only).
     pub user: Option<String>,
     /// Environment variable holding Canal's `canal.passwd`: hex of
-    /// `SHA1(SHA1(password))`, as MySQL's `PASSWORD()` prints it.
+    /// `SHA1(SHA1(password))`, as MySQL's `PASSWORD()` prints it (required with `user`;
+    /// absent without).
     pub passwd_env: Option<String>,
-    /// File holding it.
+    /// File holding it (instead of `passwd_env`; absent: see `user`).
     pub passwd_file: Option<PathBuf>,
     /// Where each destination's acknowledged position is kept (default
     /// `canal-cursors` beside the config file).

@@ -41,12 +41,20 @@ use crate::format::Format;
 /// `kind = "canal-server"`: `[sink.canal_server]` ([`RawCanalServer`]).
 pub const REGISTRATION: Registration = Registration {
     kind: "canal-server",
-    keys: &["canal_server"],
+    keys: <SinkKeys as schemars::JsonSchema>::json_schema,
     section: |s| {
         let raw: RawCanalServer = s.require("canal_server", "at least `destinations`")?;
         Ok(Arc::new(raw.validate(s.resolver())?))
     },
 };
+
+/// `[sink]` keys of `kind = "canal-server"`.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SinkKeys {
+    /// `[sink.canal_server]`: the listener Canal's TCP clients connect to.
+    pub canal_server: config::RawCanalServer,
+}
 
 impl PublisherConfig for CanalServerConfig {
     fn kind(&self) -> &'static str {

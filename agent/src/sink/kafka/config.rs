@@ -18,6 +18,19 @@ pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "enable.gapless.guarantee",
 ];
 
+/// `[sink]` keys of `kind = "kafka"`.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct KafkaKeys {
+    /// Bootstrap servers, `HOST:PORT,...` (required).
+    pub brokers: String,
+    /// librdkafka producer properties as strings (`"compression.type" = "zstd"`,
+    /// `"security.protocol"`, `"sasl.*"`...). Sluice sets idempotence, `acks=all`, the
+    /// partitioner, in-flight and size limits itself; setting those is an error.
+    /// Default: none beyond librdkafka's defaults.
+    pub librdkafka: Option<BTreeMap<String, String>>,
+}
+
 /// Validated Kafka settings.
 #[derive(Clone)]
 pub struct KafkaConfig {

@@ -316,7 +316,7 @@ fn topic_exists(
 /// `kind = "kafka"`: `brokers` and `[sink.librdkafka]` ([`KafkaConfig`]).
 pub const REGISTRATION: Registration = Registration {
     kind: "kafka",
-    keys: &["brokers", "librdkafka"],
+    keys: <super::kafka::config::KafkaKeys as schemars::JsonSchema>::json_schema,
     section: |s| {
         let brokers: String = s.require("brokers", "bootstrap servers, HOST:PORT,...")?;
         let properties: BTreeMap<String, String> = s.take("librdkafka")?.unwrap_or_default();

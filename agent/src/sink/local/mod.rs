@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::acks::Acks;
-use super::config::{PublisherConfig, Registration, Section, SinkConfig};
+use super::config::{NoKeys, PublisherConfig, Registration, Section, SinkConfig};
 use super::{OutMessage, Publisher, Sink, SinkError};
 use crate::event::Checkpoint;
 use crate::json::push_json_string;
@@ -16,16 +16,25 @@ use crate::json::push_json_string;
 /// `kind = "stdout"`: no settings of its own.
 pub const STDOUT: Registration = Registration {
     kind: "stdout",
-    keys: &[],
+    keys: <NoKeys as schemars::JsonSchema>::json_schema,
     section: |_| Ok(Arc::new(Local::Stdout)),
 };
 
 /// `kind = "file"`: `path`, relative to the config file.
 pub const FILE: Registration = Registration {
     kind: "file",
-    keys: &["path"],
+    keys: <FileKeys as schemars::JsonSchema>::json_schema,
     section: file_section,
 };
+
+/// `[sink]` keys of `kind = "file"`.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct FileKeys {
+    /// The file messages are appended to, one JSON object per line (relative to the
+    /// config file's directory); fsynced before each checkpoint (required).
+    pub path: PathBuf,
+}
 
 fn file_section(s: &mut Section<'_>) -> anyhow::Result<Arc<dyn PublisherConfig>> {
     let path: PathBuf = s.require("path", "the file to append to")?;

@@ -10,8 +10,9 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
-/// `[sink.rabbitmq]` as written.
-#[derive(Debug, Deserialize)]
+/// The RabbitMQ publisher: nodes, credentials, exchange and routing key. Publishes
+/// with confirms; a message counts as stored when every queue it routed to confirmed.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRabbit {
     /// `host:port` of every node, tried in turn (default `127.0.0.1:5672`).
@@ -21,11 +22,12 @@ pub struct RawRabbit {
     pub vhost: Option<String>,
     /// User (default `guest`).
     pub user: Option<String>,
-    /// Environment variable holding the password.
+    /// Environment variable holding the password (absent with `password_file` too:
+    /// `guest`).
     pub password_env: Option<String>,
-    /// File holding the password.
+    /// File holding the password (default: see `password_env`).
     pub password_file: Option<std::path::PathBuf>,
-    /// Exchange messages are published to.
+    /// Exchange messages are published to (required).
     pub exchange: String,
     /// Its type when Sluice declares it: `topic` (default), `direct`, `fanout`, `headers`.
     pub exchange_type: Option<String>,
@@ -39,7 +41,7 @@ pub struct RawRabbit {
     pub connect_timeout_secs: Option<u64>,
     /// `http://HOST:PORT` of the management API (plugin `rabbitmq_management`), same
     /// user and password: `sluice check` and startup then warn about routing keys no
-    /// binding takes.
+    /// binding takes (absent: no such check).
     pub management_url: Option<String>,
 }
 

@@ -37,12 +37,20 @@ pub use config::{RabbitConfig, RawRabbit};
 /// `kind = "rabbitmq"`: `[sink.rabbitmq]` ([`RawRabbit`]).
 pub const REGISTRATION: Registration = Registration {
     kind: "rabbitmq",
-    keys: &["rabbitmq"],
+    keys: <SinkKeys as schemars::JsonSchema>::json_schema,
     section: |s| {
         let raw: RawRabbit = s.require("rabbitmq", "at least `exchange`")?;
         Ok(Arc::new(raw.validate(s.resolver())?))
     },
 };
+
+/// `[sink]` keys of `kind = "rabbitmq"`.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SinkKeys {
+    /// `[sink.rabbitmq]`: where the publisher connects and how it routes (required).
+    pub rabbitmq: config::RawRabbit,
+}
 
 impl PublisherConfig for RabbitConfig {
     fn kind(&self) -> &'static str {

@@ -14,8 +14,9 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
-/// `[sink.rocketmq]` as written.
-#[derive(Debug, Default, Deserialize)]
+/// The RocketMQ publisher: name servers, producer group, topic and tag mapping. Each
+/// queue gets one send at a time, so a key's order holds; `SEND_OK` is stored.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRocket {
     /// Name servers, `HOST:PORT` (Canal's `rocketmq.namesrv.addr`, default
@@ -43,14 +44,15 @@ pub struct RawRocket {
     /// `DefaultCluster`, the brokers' default `brokerClusterName`).
     pub cluster: Option<String>,
     /// Namespace (Canal's `rocketmq.namespace`): every topic is `NAMESPACE%TOPIC` on the
-    /// broker, as RocketMQ's clients wrap it.
+    /// broker, as RocketMQ's clients wrap it (default: none).
     pub namespace: Option<String>,
     /// ACL access key (Canal's `canal.aliyun.accessKey`); the secret key comes from
-    /// `secret_key_env` or `secret_key_file`, never from this file.
+    /// `secret_key_env` or `secret_key_file`, never from this file (default: no ACL).
     pub access_key: Option<String>,
-    /// Environment variable holding the ACL secret key.
+    /// Environment variable holding the ACL secret key (required with `access_key`,
+    /// or `secret_key_file`; absent otherwise).
     pub secret_key_env: Option<String>,
-    /// File holding the ACL secret key.
+    /// File holding the ACL secret key (instead of `secret_key_env`; absent otherwise).
     pub secret_key_file: Option<std::path::PathBuf>,
     /// Messages of one queue sent as one batch when they are waiting together (default
     /// 1: one at a time; Aliyun's RocketMQ refuses batches, Canal's users report).

@@ -40,12 +40,20 @@ use crate::event::Checkpoint;
 /// `kind = "rocketmq"`: `[sink.rocketmq]` ([`RawRocket`]).
 pub const REGISTRATION: Registration = Registration {
     kind: "rocketmq",
-    keys: &["rocketmq"],
+    keys: <SinkKeys as schemars::JsonSchema>::json_schema,
     section: |s| {
         let raw: RawRocket = s.take("rocketmq")?.unwrap_or_default();
         Ok(Arc::new(raw.validate(s.resolver())?))
     },
 };
+
+/// `[sink]` keys of `kind = "rocketmq"`.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SinkKeys {
+    /// `[sink.rocketmq]`: name servers, producer group, topic and tag mapping.
+    pub rocketmq: config::RawRocket,
+}
 
 impl PublisherConfig for RocketConfig {
     fn kind(&self) -> &'static str {

@@ -4,12 +4,15 @@
 //! Invariant: secrets never sit in the file; the source password comes from an
 //! environment variable or a file, and is never logged.
 
+pub mod reference;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::format::Format;
@@ -17,8 +20,8 @@ use crate::router::{AllowedTopics, Limits, ModuleSpec, Policy};
 use crate::sink::config::{Oversize, RawSink, SinkConfig};
 use crate::source::{SourceConfig, StartPosition};
 
-/// The whole file.
-#[derive(Debug, Deserialize)]
+/// The whole `sluice.toml`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `[source]`.
@@ -39,15 +42,17 @@ pub struct RawConfig {
     pub admin: RawAdmin,
 }
 
-/// `[admin]`.
-#[derive(Debug, Deserialize, Default)]
+/// The admin HTTP API: health, metrics, checkpoint, module hot swap (`sluice ctl`).
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// `HOST:PORT` of the admin HTTP API, or `off` (default `127.0.0.1:9180`).
     pub listen: Option<String>,
-    /// Environment variable holding the bearer token.
+    /// Environment variable holding the bearer token (at least 16 characters). One of
+    /// `token_env`/`token_file` is required when `listen` is not a loopback address;
+    /// absent on loopback: no token.
     pub token_env: Option<String>,
-    /// File holding the bearer token.
+    /// File holding the bearer token (instead of `token_env`; absent: see `token_env`).
     pub token_file: Option<PathBuf>,
     /// Seconds the checkpoint may stay put with work pending before `/readyz` fails
     /// (default 60).
@@ -62,36 +67,43 @@ pub struct RawAdmin {
     pub request_timeout_secs: Option<u64>,
 }
 
-/// `[source]`.
-#[derive(Debug, Deserialize)]
+/// The MySQL/MariaDB server Sluice replicates from, as a replica.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
-    /// Server host.
+    /// Server host name or address.
     pub host: String,
     /// Server port.
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Replication user.
+    /// User with `REPLICATION SLAVE`, `REPLICATION CLIENT` and `SELECT`.
     pub user: String,
-    /// Environment variable holding the password.
+    /// Environment variable holding the password. One of `password_env` and
+    /// `password_file` is required (no default: passwords are never in this file).
     pub password_env: Option<String>,
-    /// File holding the password.
+    /// File holding the password (trailing newline ignored; no default, see
+    /// `password_env`).
     pub password_file: Option<PathBuf>,
     /// Replica server id (unique among the server's replicas).
     pub server_id: u32,
-    /// `latest`, `earliest`, `FILE:POS` or `gtid:SET` (used when no checkpoint exists).
+    /// Where to start when no checkpoint exists: `latest`, `earliest`, `FILE:POS` or
+    /// `gtid:SET` (a checkpoint, once written, always wins).
     #[serde(default = "default_start")]
     pub start: String,
-    /// Heartbeat period in milliseconds.
+    /// Milliseconds between the server's heartbeats on an idle binlog (at least 100); a
+    /// connection silent for three periods is reconnected.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
-    /// UTC offset for TIMESTAMP text, e.g. `+08:00`.
+    /// UTC offset TIMESTAMP columns are rendered in, e.g. `+08:00` (Canal renders in
+    /// its JVM's zone).
     #[serde(default = "default_tz")]
     pub timezone: String,
-    /// Tables to capture, as `database.table` patterns (default: all).
+    /// Tables to capture: regular expressions matched against the whole
+    /// `database.table`, case-insensitively (Canal's `filter.regex`; default: all).
     #[serde(default)]
     pub include: Vec<String>,
-    /// Tables never captured, as `database.table` patterns.
+    /// Tables never captured, same patterns; wins over `include` (Canal's
+    /// `filter.black.regex`; default: none).
     #[serde(default)]
     pub exclude: Vec<String>,
 }
@@ -109,37 +121,51 @@ fn default_tz() -> String {
     "+00:00".into()
 }
 
-/// `[[modules]]`.
-#[derive(Debug, Deserialize)]
+/// One routing module (a WebAssembly component) per `[[modules]]` entry. Each module
+/// sees the events it subscribed to; every module's decisions are published, so two
+/// modules writing one topic both land there (fan-out, told apart by the
+/// `sluice.module` header). An event no module subscribed to is published nowhere, and
+/// the checkpoint still moves past it.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawModule {
-    /// Unique name.
+    /// Unique name (letters, digits, `-`, `_`): metrics, logs, `sluice ctl load NAME`,
+    /// and `<name>.wasm` in `router.modules_dir`.
     pub name: String,
-    /// Component file.
+    /// Component file (relative to this file), or `builtin:NAME` for a module built into
+    /// the binary (`sluice module export --list`).
     pub file: PathBuf,
-    /// Allowed topics (`*` suffix: prefix); absent: any.
+    /// Topics this module may write (`orders.*`: any topic starting `orders.`); a
+    /// decision naming another topic is the module's error. Absent: any topic.
     pub topics: Option<Vec<String>>,
-    /// `halt`, `skip` or `dead-letter`.
+    /// What a failing batch (trap, deadline, memory cap, bad decision) does: `halt` the
+    /// agent, `skip` the module's share of it, or `dead-letter` it to
+    /// `dead_letter_topic`.
     #[serde(default = "default_policy")]
     pub on_error: String,
-    /// Topic for `dead-letter`.
+    /// Topic receiving the events of failed batches (required with `on_error =
+    /// "dead-letter"`, unused otherwise).
     pub dead_letter_topic: Option<String>,
-    /// Memory cap in MiB.
+    /// Memory cap of one instance in MiB (1..1024): growing beyond it fails the batch.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: usize,
-    /// Deadline per call in milliseconds.
+    /// Time one call (one batch) may take, in milliseconds (1..60000): a call past it
+    /// is interrupted and fails the batch.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
-    /// Batches in a row failing outright before the version is quarantined (0: only
-    /// the failing-time budget quarantines it).
+    /// Batches in a row failing outright before the version is quarantined (default 3;
+    /// 0: only the failing-time budget quarantines it).
     pub quarantine_after: Option<u32>,
-    /// First quarantine in milliseconds (doubles on every trip, up to 60 s).
+    /// First quarantine in milliseconds, 10..60000 (default 1000; doubles on every
+    /// failed probe, up to 60 s).
     pub quarantine_ms: Option<u64>,
     /// Message format of this module's destinations (default: the sink's); a decision
     /// can still pick one with the `sluice.format` header.
     pub format: Option<Format>,
-    /// The module's own configuration.
+    /// The module's own configuration: handed to it as `key = "value"` strings (nested
+    /// tables become dotted keys); keys the module does not read are refused by name.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub config: toml::Table,
 }
 
@@ -153,13 +179,14 @@ const fn default_deadline_ms() -> u64 {
     50
 }
 
-/// `[router]`.
-#[derive(Debug, Deserialize, Default)]
+/// How events reach the modules, and where new module versions come from.
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouter {
-    /// Directory watched for new module versions (`<name>.wasm`).
+    /// Directory watched for new module versions: a `<name>.wasm` appearing there is
+    /// canaried and swapped in (absent: versions come through `sluice ctl load` only).
     pub modules_dir: Option<PathBuf>,
-    /// Events per module call.
+    /// Events per module call, 1..10000 (default 500).
     pub batch: Option<usize>,
     /// Precompiled code cache (default: `module-cache` beside the checkpoint file).
     pub cache_dir: Option<PathBuf>,
@@ -169,14 +196,16 @@ pub struct RawRouter {
     pub split_pk_updates: Option<bool>,
 }
 
-/// `[checkpoint]`.
-#[derive(Debug, Deserialize, Default)]
+/// Where the last acknowledged position is kept: it only ever names a transaction
+/// boundary whose messages the broker acknowledged.
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheckpoint {
-    /// Checkpoint file.
+    /// Checkpoint file, written atomically (default `sluice.checkpoint` beside this
+    /// file).
     pub path: Option<PathBuf>,
-    /// How often the checkpoint is written, in milliseconds (default 200): the most a
-    /// crash can send again is what was acknowledged in one interval.
+    /// How often the checkpoint is written, in milliseconds, 10..60000 (default 200):
+    /// the most a crash can send again is what was acknowledged in one interval.
     pub interval_ms: Option<u64>,
 }
 
