@@ -145,7 +145,11 @@ impl FromRequestParts<AppState> for Authorized {
 fn candidate_json(c: &CandidateState) -> Value {
     match c {
         CandidateState::None => json!({ "state": "none" }),
-        CandidateState::Ready { version } => json!({ "state": "ready", "version": version }),
+        CandidateState::Canary { version } => json!({ "state": "canary", "version": version }),
+        CandidateState::Ready {
+            version,
+            canary_rows,
+        } => json!({ "state": "ready", "version": version, "canary_rows": canary_rows }),
         CandidateState::Promoted { version, at_ms } => {
             json!({ "state": "promoted", "version": version, "at_ms": at_ms })
         }

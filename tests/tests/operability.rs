@@ -284,6 +284,22 @@ token_env = "SLUICE_OPS_TOKEN"
     assert_eq!(mods["modules"][0]["version"], v1_hash.as_str());
     assert_eq!(mods["modules"][0]["candidate"]["state"], "none");
 
+    let (s, v) = http.post("/v1/modules/canal/promote", None);
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("no candidate"),
+        "{v}"
+    );
+    // A candidate loaded before any row was seen has nothing to canary on: the answer
+    // says so instead of a bare "passed".
+    let v2_early = dir.join("canal-v2.wasm").display().to_string();
+    let (code, stdout, stderr) = ctl(port, &["load", "canal", &v2_early]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("\"canary_rows\":0"), "{stdout}");
+    assert!(stderr.contains("canary ran on 0 rows"), "{stderr}");
+    assert!(!stderr.contains("canary passed"), "{stderr}");
+    agent.wait_log("canary ran on no rows", 1, Duration::from_secs(10));
+
     // 50 rows in 5 transactions.
     let mut next_id = 1u64;
     let mut insert = async |db: &mut mysql_async::Conn, n: u64, per_txn: u64| {
@@ -407,12 +423,6 @@ token_env = "SLUICE_OPS_TOKEN"
         Some(("application/wasm", &v2)),
     );
     assert_eq!(s, 404, "{v}");
-    let (s, v) = http.post("/v1/modules/canal/promote", None);
-    assert_eq!(s, 409, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or("").contains("no candidate"),
-        "{v}"
-    );
     let (s, v) = http.post(
         "/v1/topics",
         Some(("application/json", br#"{"partitions": 0}"#)),
@@ -427,13 +437,17 @@ token_env = "SLUICE_OPS_TOKEN"
     assert_eq!(s, 404);
     let (_, mods) = http.get("/v1/modules");
     assert_eq!(mods["modules"][0]["version"], v1_hash.as_str());
-    assert_eq!(mods["modules"][0]["candidate"]["state"], "none");
 
     // A candidate through `sluice ctl`: canary, held, promoted, rolled back.
     let v2_path = dir.join("canal-v2.wasm");
     let (code, stdout, stderr) = ctl(port, &["load", "canal", &v2_path.display().to_string()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("\"ready\""), "{stdout}");
+    // The 50 rows above are the canary's sample.
+    assert!(
+        stderr.contains("canary passed on 50 recent rows"),
+        "{stderr}"
+    );
     insert(&mut db, 5, 5).await;
     wait_for("rows after loading", Duration::from_secs(30), || {
         rows_in(&ops_rows(&out)) >= 55

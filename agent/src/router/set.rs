@@ -81,10 +81,19 @@ impl ModuleCounters {
 pub enum CandidateState {
     /// No candidate yet.
     None,
+    /// Its canary is running (so a waiting operator never reads the outcome of an
+    /// earlier upload of the same bytes as this one's).
+    Canary {
+        /// Version.
+        version: String,
+    },
     /// Passed its canary; swaps in at the next transaction boundary.
     Ready {
         /// Version.
         version: String,
+        /// Recent rows the canary routed (0: the agent had seen none the module
+        /// subscribes to, so only compiling, instantiating and configuring were tried).
+        canary_rows: usize,
     },
     /// Swapped in.
     Promoted {
@@ -202,8 +211,9 @@ fn slot_metrics(instance: &ModuleInstance) -> ModuleMetrics {
 enum Mode {
     /// Serve it (a candidate from the modules directory or SIGHUP, or a promotion).
     Swap,
-    /// Hold it until an operator promotes it (a candidate loaded by the admin API).
-    Stage,
+    /// Hold it until an operator promotes it (a candidate loaded by the admin API);
+    /// its canary routed this many rows.
+    Stage { canary_rows: usize },
     /// Serve it as a rollback; the given version becomes the previous one.
     Rollback(Arc<ModuleCode>),
 }
@@ -663,16 +673,24 @@ impl RouterSet {
         }
         for p in incoming {
             match p {
-                Proposal::Ready(instance, mode) if !at_boundary && !matches!(mode, Mode::Stage) => {
+                Proposal::Ready(instance, mode)
+                    if !at_boundary && !matches!(mode, Mode::Stage { .. }) =>
+                {
                     later.push(Proposal::Ready(instance, mode));
                 }
                 Proposal::Ready(instance, mode) => {
                     let name = instance.spec().name.clone();
                     if let Some(fi) = self.failed.iter().position(|f| f.spec.name == name) {
                         let version = instance.code().hash.clone();
-                        if matches!(mode, Mode::Stage) {
+                        if let Mode::Stage { canary_rows } = mode {
                             self.failed[fi].staged = Some(instance);
-                            self.publish_status(Some((&name, CandidateState::Ready { version })));
+                            self.publish_status(Some((
+                                &name,
+                                CandidateState::Ready {
+                                    version,
+                                    canary_rows,
+                                },
+                            )));
                             continue;
                         }
                         // A candidate for a module that failed to load replaces it.
@@ -697,14 +715,20 @@ impl RouterSet {
                     };
                     let version = instance.code().hash.clone();
                     let explicit_previous = match mode {
-                        Mode::Stage => {
+                        Mode::Stage { canary_rows } => {
                             tracing::info!(
                                 message = "Module candidate staged; waiting for promotion.",
                                 module = %name,
                                 version = %&version[..12],
                             );
                             slot.staged = Some(instance);
-                            self.publish_status(Some((&name, CandidateState::Ready { version })));
+                            self.publish_status(Some((
+                                &name,
+                                CandidateState::Ready {
+                                    version,
+                                    canary_rows,
+                                },
+                            )));
                             continue;
                         }
                         Mode::Swap => None,
@@ -833,13 +857,21 @@ impl RouterSet {
             .unwrap_or_default();
         let tx = self.tx.clone();
         let name = name.to_string();
+        if stage {
+            let version = super::engine::hash_hex(&bytes);
+            self.publish_status(Some((&name, CandidateState::Canary { version })));
+        }
         std::thread::Builder::new()
             .name(format!("sluice-canary-{name}"))
             .spawn(move || {
                 let p = match canary(&engine, spec, &bytes, &sample) {
-                    Ok(instance) => Proposal::Ready(
+                    Ok((instance, canary_rows)) => Proposal::Ready(
                         Box::new(instance),
-                        if stage { Mode::Stage } else { Mode::Swap },
+                        if stage {
+                            Mode::Stage { canary_rows }
+                        } else {
+                            Mode::Swap
+                        },
                     ),
                     Err((version, e)) => Proposal::Rejected {
                         name,
@@ -990,13 +1022,14 @@ fn push_routes(
     slot.metrics.routed.inc_by(routed);
 }
 
-/// Compiles and canaries a candidate; returns a ready instance or (version, reason).
+/// Compiles and canaries a candidate; returns a ready instance with the number of
+/// rows its canary routed, or (version, reason).
 fn canary(
     engine: &RouterEngine,
     spec: Arc<ModuleSpec>,
     bytes: &[u8],
     sample: &[Arc<ChangeEvent>],
-) -> Result<ModuleInstance, (String, RouterError)> {
+) -> Result<(ModuleInstance, usize), (String, RouterError)> {
     let started = Instant::now();
     // The version is the bytes' hash, known even when they do not compile, so the
     // operator sees which upload was rejected.
@@ -1015,15 +1048,26 @@ fn canary(
     instance
         .route(&inputs, &mut out)
         .map_err(|e| (version.clone(), e))?;
-    tracing::info!(
-        message = "Module candidate passed its canary.",
-        module = %instance.spec().name,
-        version = %&version[..12],
-        sample_events = inputs.len(),
-        took_ms = started.elapsed().as_millis() as u64,
-    );
+    if inputs.is_empty() {
+        // Nothing it subscribes to has been seen yet (a fresh agent, a quiet table):
+        // "passed" would overstate what was tried.
+        tracing::warn!(
+            message = "Module candidate's canary ran on no rows: it compiled, instantiated and configured, but no recent change it subscribes to was there to route.",
+            module = %instance.spec().name,
+            version = %&version[..12],
+            recent_events = sample.len(),
+        );
+    } else {
+        tracing::info!(
+            message = "Module candidate passed its canary.",
+            module = %instance.spec().name,
+            version = %&version[..12],
+            sample_events = inputs.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+        );
+    }
     // A fresh instance serves, so canary state never leaks into production decisions.
     let fresh = ModuleInstance::new(engine, instance.code().clone(), instance.spec().clone())
         .map_err(|e| (version.clone(), e))?;
-    Ok(fresh)
+    Ok((fresh, inputs.len()))
 }

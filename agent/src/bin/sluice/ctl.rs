@@ -114,7 +114,21 @@ pub(crate) fn ctl(args: CtlArgs) -> anyhow::Result<()> {
                     match cand["state"].as_str() {
                         Some("ready") => {
                             println!("{}", cand);
-                            eprintln!("canary passed; promote with `sluice ctl promote {name}`");
+                            match cand["canary_rows"].as_u64() {
+                                Some(0) => eprintln!(
+                                    "canary ran on 0 rows: the agent has seen no recent change \
+                                     this module subscribes to, so only compiling, instantiating \
+                                     and configuring were tried; try it with `sluice module test` \
+                                     on real events before `sluice ctl promote {name}`"
+                                ),
+                                Some(n) => eprintln!(
+                                    "canary passed on {n} recent rows; promote with \
+                                     `sluice ctl promote {name}`"
+                                ),
+                                None => eprintln!(
+                                    "canary passed; promote with `sluice ctl promote {name}`"
+                                ),
+                            }
                             return Ok(());
                         }
                         Some("rejected") => {
