@@ -25,6 +25,7 @@ pub mod ddl;
 pub mod event;
 pub mod format;
 pub mod gtid;
+pub mod human;
 pub mod json;
 pub mod metrics;
 pub mod migrate;

@@ -48,6 +48,66 @@ fn replay_reports_corrupt_files_and_fails() {
     );
 }
 
+/// `replay --progress`: a summary (and, on long inputs, progress lines) on stderr
+/// counting exactly the rows printed; stdout is the same with or without it, and off a
+/// terminal the default prints none.
+#[test]
+fn replay_progress_counts_the_rows_it_prints() {
+    let files = [
+        corpora().join("mariadb-poc/mariadb-binlog/binlogs/domain_id_0/mariadb-repl-bin.000005"),
+        corpora().join("binlog-parser/data/fixtures/mysql-bin.01"),
+    ];
+    let with = sluice()
+        .args(["replay", "--progress", "always"])
+        .args(&files)
+        .output()
+        .expect("runs");
+    assert!(with.status.success(), "{with:?}");
+    let without = sluice().arg("replay").args(&files).output().expect("runs");
+    assert!(without.status.success());
+    // The same messages but for `ts`, the time of the replay.
+    let messages = |out: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|l| {
+                let mut m: serde_json::Value = serde_json::from_str(l).expect("json");
+                m["ts"] = serde_json::Value::Null;
+                m
+            })
+            .collect()
+    };
+    let printed = messages(&with.stdout);
+    assert!(
+        printed == messages(&without.stdout),
+        "progress never touches stdout"
+    );
+    assert!(
+        without.stderr.is_empty(),
+        "no progress off a terminal by default"
+    );
+    let rows: usize = printed
+        .iter()
+        .map(|m| m["data"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(rows > 0);
+    let err = String::from_utf8_lossy(&with.stderr);
+    let mib: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).expect("size").len())
+        .sum::<u64>()
+        >> 20;
+    assert!(
+        err.contains(&format!("replay: {rows} rows from {mib} MiB in ")),
+        "{err}"
+    );
+    let never = sluice()
+        .args(["replay", "--progress", "never"])
+        .args(&files)
+        .output()
+        .expect("runs");
+    assert!(never.stderr.is_empty());
+}
+
 #[test]
 fn module_tooling_end_to_end() {
     let dir = sluice_tests::scratch_dir("cli-modules");

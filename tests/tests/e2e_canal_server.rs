@@ -694,7 +694,7 @@ async fn hostile_clients_get_error_codes_and_the_others_carry_on() {
     // reader finished) and its cursor where that client acknowledged.
     let t = Instant::now();
     let report = loop {
-        let (code, out) = sluice_tests::agent::ctl(admin, &["publisher"]);
+        let (code, out) = sluice_tests::agent::ctl(admin, &["publisher", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         let ds = v["publisher"]["destinations"].clone();
         let a = ds

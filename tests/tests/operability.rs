@@ -293,7 +293,7 @@ token_env = "SLUICE_OPS_TOKEN"
     // A candidate loaded before any row was seen has nothing to canary on: the answer
     // says so instead of a bare "passed".
     let v2_early = dir.join("canal-v2.wasm").display().to_string();
-    let (code, stdout, stderr) = ctl(port, &["load", "canal", &v2_early]);
+    let (code, stdout, stderr) = ctl(port, &["load", "canal", &v2_early, "--json"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("\"canary_rows\":0"), "{stdout}");
     assert!(stderr.contains("canary ran on 0 rows"), "{stderr}");
@@ -442,7 +442,10 @@ token_env = "SLUICE_OPS_TOKEN"
     let v2_path = dir.join("canal-v2.wasm");
     let (code, stdout, stderr) = ctl(port, &["load", "canal", &v2_path.display().to_string()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("\"ready\""), "{stdout}");
+    assert!(
+        stdout.contains("candidate") && stdout.contains("ready"),
+        "{stdout}"
+    );
     // The 50 rows above are the canary's sample.
     assert!(
         stderr.contains("canary passed on 50 recent rows"),
@@ -596,9 +599,31 @@ token_env = "SLUICE_OPS_TOKEN"
             .unwrap_or_default();
         c["checkpoint"] == file && c["read"] == file && c["in_flight"] == 0
     });
-    let (code, stdout, _) = ctl(port, &["status"]);
+    let (code, stdout, _) = ctl(port, &["status", "--json"]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("\"ready\":true"), "{stdout}");
+    // The readable default: positions equal to the file's, rates, lag, the module.
+    let (code, stdout, stderr) = ctl(port, &["status", "--interval", "0.2"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let cp: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cp")).expect("cp"))
+        .expect("checkpoint json");
+    let at = format!(
+        "checkpoint {}:{}",
+        cp["file"].as_str().unwrap_or("?"),
+        cp["position"]
+    );
+    for want in [
+        ": ready",
+        at.as_str(),
+        "caught up with what was read",
+        "rows/s",
+        "behind the server",
+        "0 in flight",
+        "module     canal ",
+    ] {
+        assert!(stdout.contains(want), "no `{want}` in:\n{stdout}");
+    }
+    assert!(!stdout.contains('{'), "not JSON by default:\n{stdout}");
 
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
     let text = std::fs::read_to_string(&log).expect("log");

@@ -7,6 +7,7 @@
 //! with backoff, while bad data, a purged position or a server-id conflict stop it with
 //! an error that says what to do.
 
+pub mod catchup;
 mod config;
 mod dictionary;
 mod mysql;

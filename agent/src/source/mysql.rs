@@ -462,6 +462,7 @@ pub async fn probe_lag(
 ) {
     let mut conn: Option<Conn> = None;
     let mut warned = false;
+    let mut catchup = super::catchup::CatchUp::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -491,6 +492,9 @@ pub async fn probe_lag(
                 };
                 if let Some(n) = bytes_behind(&logs, &at) {
                     crate::metrics::global().source_lag_bytes.set(n as i64);
+                    if let Some(r) = catchup.observe(n, std::time::Instant::now()) {
+                        super::catchup::log(&r, &format!("{}:{}", at.file, at.position));
+                    }
                 }
             }
             Err(e) => {

@@ -85,7 +85,118 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn replay(files: &[PathBuf], format: Format, tz: i32) -> anyhow::Result<()> {
+/// Replay progress on stderr: rows, bytes, position and an ETA, rewritten in place on
+/// a terminal (or as a line every few seconds with `--progress` elsewhere).
+struct Progress {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    every: std::time::Duration,
+    terminal: bool,
+    /// Bytes of every input file, and of the files finished.
+    total: u64,
+    done: u64,
+    rows: u64,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new(files: &[PathBuf], mode: ProgressMode) -> Option<Self> {
+        use std::io::IsTerminal;
+        let terminal = std::io::stderr().is_terminal();
+        let on = match mode {
+            ProgressMode::Auto => terminal,
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+        };
+        if !on {
+            return None;
+        }
+        let total = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let now = std::time::Instant::now();
+        Some(Progress {
+            started: now,
+            last: now,
+            every: std::time::Duration::from_millis(if terminal { 250 } else { 2000 }),
+            terminal,
+            total,
+            done: 0,
+            rows: 0,
+            drawn: false,
+        })
+    }
+
+    /// Counts `rows` at `offset` of the current file (of `size` bytes on disk; a
+    /// compressed file's offsets run past its size, so they are capped).
+    fn tick(&mut self, rows: u64, file: &str, offset: u64, size: u64) {
+        self.rows += rows;
+        let now = std::time::Instant::now();
+        if now.duration_since(self.last) < self.every {
+            return;
+        }
+        self.last = now;
+        let at = self.done + offset.min(size);
+        let secs = now.duration_since(self.started).as_secs_f64().max(1e-3);
+        let rate = at as f64 / secs;
+        let eta = if rate > 0.0 {
+            sluice::human::duration(self.total.saturating_sub(at) as f64 / rate)
+        } else {
+            "?".into()
+        };
+        let line = format!(
+            "replay: {} rows, {} of {} MiB ({:.0}%), at {file}:{offset}, ETA {eta}",
+            self.rows,
+            at >> 20,
+            self.total >> 20,
+            100.0 * at as f64 / self.total.max(1) as f64,
+        );
+        if self.terminal {
+            // Carriage return and erase-line: one line, updated in place.
+            eprint!("\r\x1b[2K{line}");
+            self.drawn = true;
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn file_done(&mut self, size: u64) {
+        self.done += size;
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!(
+            "replay: {} rows from {} MiB in {}",
+            self.rows,
+            self.total >> 20,
+            sluice::human::duration(self.started.elapsed().as_secs_f64())
+        );
+    }
+}
+
+/// When `replay` shows progress.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ProgressMode {
+    /// On a terminal only.
+    Auto,
+    /// Always (lines every 2 s when stderr is not a terminal).
+    Always,
+    /// Never.
+    Never,
+}
+
+pub(crate) fn replay(
+    files: &[PathBuf],
+    format: Format,
+    tz: i32,
+    progress: ProgressMode,
+) -> anyhow::Result<()> {
+    let mut progress = Progress::new(files, progress);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut decoder = Decoder::new("", DecoderOptions { tz_offset_secs: tz });
@@ -96,10 +207,19 @@ pub(crate) fn replay(files: &[PathBuf], format: Format, tz: i32) -> anyhow::Resu
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     for path in files {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let res = read_file(path, &mut decoder, |item| -> std::io::Result<()> {
             let SourceItem::Change(ev) = item else {
                 return Ok(());
             };
+            if let Some(p) = progress.as_mut() {
+                p.tick(
+                    ev.rows.len() as u64,
+                    &ev.position.file,
+                    ev.position.next,
+                    size,
+                );
+            }
             match format {
                 Format::Canal | Format::CanalProtobuf => {
                     id += 1;
@@ -129,7 +249,13 @@ pub(crate) fn replay(files: &[PathBuf], format: Format, tz: i32) -> anyhow::Resu
             Err(ReadError::Emit(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             Err(ReadError::Emit(e)) => return Err(e).context("writing output"),
         }
+        if let Some(p) = progress.as_mut() {
+            p.file_done(size);
+        }
     }
     out.flush().context("writing output")?;
+    if let Some(p) = progress.as_mut() {
+        p.finish();
+    }
     Ok(())
 }

@@ -59,6 +59,9 @@ enum Command {
         /// UTC offset in which TIMESTAMP values print, e.g. `+08:00`.
         #[arg(long, default_value = "+00:00", value_parser = parse_offset)]
         tz: i32,
+        /// Progress (rows, bytes, position, ETA) on stderr: `auto` on a terminal only.
+        #[arg(long, value_enum, default_value_t = capture::ProgressMode::Auto)]
+        progress: capture::ProgressMode,
     },
     /// Replicate from a live server and print one JSON object per change.
     Tail(TailArgs),
@@ -115,14 +118,27 @@ struct CtlArgs {
     /// File holding the bearer token (overrides --token-env).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
+    /// Print the agent's JSON answers as they are (for scripts) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: CtlCmd,
 }
 
 #[derive(Subcommand)]
 enum CtlCmd {
-    /// Readiness and the checkpoint.
-    Status,
+    /// Readiness, positions, lag, rates (rows, bytes, messages over --interval), the
+    /// catch-up ETA, and each module's counters.
+    Status {
+        /// Keep printing it every --interval seconds (a progress display for a long
+        /// catch-up), until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between the two samples rates are taken from, and between updates
+        /// with --watch.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Modules with versions, candidates and counters.
     Modules,
     /// Load a candidate version of module NAME from FILE (uploaded) and wait for its canary.
@@ -375,7 +391,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replay { files, format, tz } => capture::replay(&files, format, tz),
+        Command::Replay {
+            files,
+            format,
+            tz,
+            progress,
+        } => capture::replay(&files, format, tz, progress),
         Command::Module { cmd } => module::module_cmd(cmd),
         Command::Run { config } => {
             let cfg = sluice::config::Config::load(&config)?;
