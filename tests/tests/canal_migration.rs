@@ -5,6 +5,9 @@
 //! in the topics and partitions Canal's rules give, the filter keeps other databases
 //! out, and what the converter could not carry is listed by name. Every command runs
 //! with no Rust toolchain reachable: canal-compat is the one built into the binary.
+//! Canal's own example files (`tests/fixtures/canal`) go through the same path: every
+//! server mode converts, and in Kafka mode `topics create --tables` makes the topics
+//! its `dynamicTopic` regexes derive from the source's tables.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -13,6 +16,9 @@ use std::time::{Duration, Instant};
 use sluice_tests::agent::Agent;
 use sluice_tests::kafka::{BROKERS, Reader, fresh_broker};
 use sluice_tests::live::{exec, server};
+
+/// The tests that restart the broker take turns.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `sluice ARGS` as on a host with only the binary: no cargo, rustc or wasm target
 /// reachable (an empty PATH and empty toolchain homes).
@@ -37,6 +43,7 @@ fn sluice(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
+    let _turn = BROKER.lock().await;
     fresh_broker(&[], 1);
     let srv = server();
     let mut db = srv.admin().await;
@@ -222,5 +229,350 @@ async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
         log.contains("Replicating.") && !log.contains('\u{1b}'),
         "{log}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Canal's own example files (`tests/fixtures/canal`, unchanged copies of what Canal's
+/// deployer ships).
+fn upstream(name: &str) -> String {
+    let p = sluice_tests::repo_root()
+        .join("tests/fixtures/canal")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// `text` with property `key`'s line set to `key = value` (commented out or not).
+fn set_property(text: &str, key: &str, value: &str) -> String {
+    let mut found = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let bare = l.trim_start_matches('#').trim_start();
+            let is_key = bare
+                .split(['=', ':'])
+                .next()
+                .is_some_and(|k| k.trim() == key);
+            if is_key && !found {
+                found = true;
+                format!("{key}={value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(found, "{key} is not in the file");
+    out.join("\n") + "\n"
+}
+
+/// Canal's shipped `canal.properties` and `example/instance.properties`, unchanged but
+/// for the server's address and user: every key in them is known to the converter (none
+/// "unknown"), the default `tcp` mode becomes a Canal server with destination `example`
+/// that passes `sluice check`, and each other server mode converts; the RDS example's
+/// OSS keys are named as not supported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canals_own_example_files_convert_and_check() {
+    let srv = server();
+    let dir = sluice_tests::scratch_dir("canal-upstream");
+    let conf = dir.join("conf");
+    std::fs::create_dir_all(conf.join("example")).expect("conf dir");
+    let canal = upstream("canal.properties");
+    let mut instance = upstream("example/instance.properties");
+    instance = set_property(
+        &instance,
+        "canal.instance.master.address",
+        &format!("127.0.0.1:{}", srv.port),
+    );
+    instance = set_property(&instance, "canal.instance.dbUsername", &srv.repl.0);
+    std::fs::write(conf.join("canal.properties"), &canal).expect("write");
+    std::fs::write(conf.join("example/instance.properties"), &instance).expect("write");
+    let import = |canal_text: &str| {
+        let c = conf.join("canal-variant.properties");
+        std::fs::write(&c, canal_text).expect("write");
+        sluice(
+            &[
+                "canal",
+                "import",
+                conf.join("example/instance.properties")
+                    .to_str()
+                    .unwrap_or_default(),
+                c.to_str().unwrap_or_default(),
+                "--checkpoint",
+                dir.join("cp").to_str().unwrap_or_default(),
+            ],
+            &[],
+        )
+    };
+    let (code, toml, stderr) = import(&canal);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("unknown to the converter"), "{stderr}");
+    for want in [
+        "kind = \"canal-server\"",
+        "destinations = [\"example\"]",
+        "exclude = [\"mysql\\\\.slave_.*\"]",
+        "password_env = \"SLUICE_SOURCE_PASSWORD\"",
+        "start = \"latest\"",
+    ] {
+        assert!(toml.contains(want), "no `{want}` in:\n{toml}");
+    }
+    // `canal.instance.dbPassword=canal`: never copied.
+    assert!(!toml.contains("password ="), "{toml}");
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, &toml).expect("sluice.toml");
+    let env = [("SLUICE_SOURCE_PASSWORD", srv.repl.1.as_str())];
+    let (code, out, err) = sluice(&["check", "-c", config.to_str().unwrap_or_default()], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("source: ok"), "{out}");
+
+    // The other server modes, from the same file with `canal.serverMode` switched.
+    for (mode, kind) in [
+        ("kafka", "kind = \"kafka\""),
+        ("rocketMQ", "kind = \"rocketmq\""),
+        ("rabbitMQ", "kind = \"rabbitmq\""),
+    ] {
+        let mut text = set_property(&canal, "canal.serverMode", mode);
+        if mode == "rabbitMQ" {
+            text = set_property(&text, "rabbitmq.host", "127.0.0.1:5672");
+            text = set_property(&text, "rabbitmq.exchange", "canal");
+        }
+        let (code, toml, stderr) = import(&text);
+        assert_eq!(code, Some(0), "{mode}: {stderr}");
+        assert!(toml.contains(kind), "{mode}:\n{toml}");
+        assert!(
+            toml.contains("file = \"builtin:canal-compat\""),
+            "{mode}:\n{toml}"
+        );
+        assert!(
+            !stderr.contains("unknown to the converter"),
+            "{mode}: {stderr}"
+        );
+        // Canal's example routes everything to topic `example`.
+        assert!(
+            toml.contains("\"canal.mq.topic\" = \"example\""),
+            "{mode}:\n{toml}"
+        );
+    }
+
+    let rds = dir.join("rds_instance.properties");
+    // As an RDS user fills it in: the OpenAPI keys set.
+    let mut rds_text = upstream("example/rds_instance.properties");
+    rds_text = set_property(&rds_text, "canal.instance.rds.instanceId", "rm-2ze1234");
+    rds_text = set_property(&rds_text, "canal.instance.rds.open.accesskey", "LTAI5t00");
+    std::fs::write(&rds, rds_text).expect("write");
+    let (code, toml, stderr) = sluice(
+        &[
+            "canal",
+            "import",
+            rds.to_str().unwrap_or_default(),
+            conf.join("canal.properties").to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(toml.contains("include = [\"test\\\\..*\"]"), "{toml}");
+    assert!(
+        stderr.contains("canal.instance.rds.open.accesskey = ***: downloading RDS binlog backups through Aliyun's OpenAPI is not supported")
+            && stderr.contains("canal.instance.rds.instanceId = rm-2ze1234: reading RDS binlog backups from OSS is not supported"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unknown to the converter"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Canal's example instance in Kafka mode with its commented MQ lines switched on
+/// (`dynamicTopic=mytest1.user,mytest2\..*,.*\..*`, `partitionsNum=3`,
+/// `partitionHash=test.table:id^name,.*\..*`, `dynamicTopicPartitionNum=test.*:4,...`)
+/// and a table filter for this test's databases: the converter's next-step line gives
+/// the partitions and `--tables`, which creates the topics the regexes derive from the
+/// source's tables; then every row lands where Canal's rules send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canals_example_in_kafka_mode_with_regex_topics_runs() {
+    let _turn = BROKER.lock().await;
+    fresh_broker(&[], 1);
+    let srv = server();
+    let mut db = srv.admin().await;
+    for d in ["mytest1", "mytest2", "test", "cup_other"] {
+        exec(&mut db, &format!("DROP DATABASE IF EXISTS {d}")).await;
+        exec(&mut db, &format!("CREATE DATABASE {d}")).await;
+    }
+    for t in [
+        "mytest1.user",
+        "mytest2.a",
+        "mytest2.b",
+        "test.`table`",
+        "cup_other.t",
+    ] {
+        exec(
+            &mut db,
+            &format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, name VARCHAR(20))"),
+        )
+        .await;
+    }
+    let dir = sluice_tests::scratch_dir("canal-upstream-kafka");
+    let conf = dir.join("conf");
+    std::fs::create_dir_all(conf.join("example")).expect("conf dir");
+    let mut canal = upstream("canal.properties");
+    canal = set_property(&canal, "canal.serverMode", "kafka");
+    canal = set_property(&canal, "kafka.bootstrap.servers", BROKERS);
+    let mut instance = upstream("example/instance.properties");
+    for (k, v) in [
+        (
+            "canal.instance.master.address",
+            format!("127.0.0.1:{}", srv.port),
+        ),
+        ("canal.instance.dbUsername", srv.repl.0.clone()),
+        (
+            "canal.instance.filter.regex",
+            "mytest1\\\\..*,mytest2\\\\..*,test\\\\..*".into(),
+        ),
+        (
+            "canal.mq.dynamicTopic",
+            "mytest1.user,mytest2\\\\..*,.*\\\\..*".into(),
+        ),
+        ("canal.mq.partitionsNum", "3".into()),
+        (
+            "canal.mq.partitionHash",
+            "test.table:id^name,.*\\\\..*".into(),
+        ),
+        (
+            "canal.mq.dynamicTopicPartitionNum",
+            "test.*:4,mycanal:6".into(),
+        ),
+    ] {
+        instance = set_property(&instance, k, &v);
+    }
+    std::fs::write(conf.join("canal.properties"), &canal).expect("write");
+    std::fs::write(conf.join("example/instance.properties"), &instance).expect("write");
+    let (code, toml, stderr) = sluice(
+        &[
+            "canal",
+            "import",
+            conf.join("example/instance.properties")
+                .to_str()
+                .unwrap_or_default(),
+            conf.join("canal.properties").to_str().unwrap_or_default(),
+            "--checkpoint",
+            dir.join("cp").to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("unknown to the converter"), "{stderr}");
+    // The next steps, with the most partitions a rule uses and --tables for the regexes.
+    let next = toml
+        .lines()
+        .find(|l| l.starts_with("# Next: "))
+        .unwrap_or_else(|| panic!("no next-step line in:\n{toml}"));
+    assert!(
+        next.contains("sluice topics create -c sluice.toml --partitions 6 --tables"),
+        "{next}"
+    );
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, &toml).expect("sluice.toml");
+    let cfg = config.to_str().unwrap_or_default();
+    let env = [("SLUICE_SOURCE_PASSWORD", srv.repl.1.as_str())];
+    let (code, out, err) = sluice(
+        &[
+            "topics",
+            "create",
+            "-c",
+            cfg,
+            "--partitions",
+            "6",
+            "--tables",
+        ],
+        &env,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("4 captured tables on the source route to"),
+        "{out}"
+    );
+    let topics = [
+        "example",
+        "mytest1.user",
+        "mytest2.a",
+        "mytest2.b",
+        "test.table",
+    ];
+    for t in topics {
+        assert!(out.contains(&format!("topic {t}: created")), "{t}: {out}");
+    }
+    assert!(!out.contains("cup_other"), "{out}");
+    let (code, out, err) = sluice(&["check", "-c", cfg], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let mut agent = Agent::start(&config, &dir.join("agent.log"), &env);
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    for (t, from) in [
+        ("mytest1.user", 0),
+        ("mytest2.a", 100),
+        ("mytest2.b", 200),
+        ("test.`table`", 300),
+        ("cup_other.t", 400),
+    ] {
+        // Names not derived from the id: `id^name` of `i` and `n{i}` hash alike mod 4.
+        let names = ["ann", "bob", "carol", "dave", "eve", "frank", "grace"];
+        let values: Vec<String> = (from..from + 30)
+            .map(|i| format!("({i}, '{}')", names[(i % 7) as usize]))
+            .collect();
+        exec(
+            &mut db,
+            &format!("INSERT INTO {t} VALUES {}", values.join(",")),
+        )
+        .await;
+    }
+    let reader = Reader::new(&topics, 6);
+    let rows = |got: &[sluice_tests::agent::Published]| {
+        got.iter()
+            .map(|m| m.value["data"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+    };
+    let t0 = Instant::now();
+    while rows(&reader.read()) < 120 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let got = reader.read();
+    assert_eq!(
+        rows(&got),
+        120,
+        "rows of the four captured tables, once each"
+    );
+    let mut placed: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
+    for m in &got {
+        let table = format!(
+            "{}.{}",
+            m.value["database"].as_str().unwrap_or("?"),
+            m.value["table"].as_str().unwrap_or("?")
+        );
+        placed
+            .entry(table)
+            .or_default()
+            .insert((m.topic.clone(), m.partition));
+    }
+    // `.*\..*` without columns hashes the table name: one partition per table.
+    for t in ["mytest1.user", "mytest2.a", "mytest2.b"] {
+        let at = &placed[t];
+        assert_eq!(at.len(), 1, "{t}: {at:?}");
+        let (topic, partition) = at.iter().next().cloned().unwrap_or_default();
+        assert_eq!(topic, t);
+        assert!((0..3).contains(&partition), "{t}: {partition}");
+    }
+    // `test.table:id^name` over `test.*:4` partitions: spread, all below 4.
+    let at = &placed["test.table"];
+    assert!(
+        at.iter()
+            .all(|(topic, p)| topic == "test.table" && (0..4).contains(p)),
+        "{at:?}"
+    );
+    assert!(
+        at.len() > 1,
+        "test.table's rows all in one partition: {at:?}"
+    );
+    assert!(
+        !placed.contains_key("cup_other.t"),
+        "the filter let cup_other through"
+    );
+    assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -62,6 +62,7 @@ const INTERNAL: &[&str] = &[
     "canal.instance.tsdb.",
     "canal.conf.dir",
     "canal.auto.scan",
+    "canal.auto.scan.interval",
     "canal.instance.global.",
     "canal.instance.connectionCharset",
     "canal.instance.transaction.size",
@@ -193,6 +194,31 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
         "RocketMQ message trace is not supported",
     ),
     ("canal.mq.vhost", "", "use rabbitmq.virtual.host"),
+    (
+        "canal.instance.rds.open.url",
+        "https://rds.aliyuncs.com/",
+        "downloading RDS binlog backups through Aliyun's OpenAPI is not supported",
+    ),
+    (
+        "canal.instance.rds.open.accesskey",
+        "",
+        "downloading RDS binlog backups through Aliyun's OpenAPI is not supported",
+    ),
+    (
+        "canal.instance.rds.open.secretkey",
+        "",
+        "downloading RDS binlog backups through Aliyun's OpenAPI is not supported",
+    ),
+    (
+        "canal.instance.rds.startTime",
+        "",
+        "downloading RDS binlog backups through Aliyun's OpenAPI is not supported",
+    ),
+    (
+        "canal.instance.rds.endTime",
+        "",
+        "downloading RDS binlog backups through Aliyun's OpenAPI is not supported",
+    ),
 ];
 
 /// Canal's event filters, which canal-compat implements: carried into its config.
@@ -575,8 +601,17 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
             continue;
         }
         if let Some((_, default, why)) = UNSUPPORTED.iter().find(|(key, _, _)| key == k) {
+            // A broker's setting matters only in that broker's mode.
+            let unused = (k.starts_with("kafka.") && mode != "kafka")
+                || (k.starts_with("rocketmq.") && mode != "rocketmq")
+                || (k.starts_with("canal.mq.") && !mq);
             if !v.eq_ignore_ascii_case(default) {
-                not.push((k.clone(), v.to_string(), (*why).to_string()));
+                let why = if unused {
+                    "for another canal.serverMode: not used"
+                } else {
+                    why
+                };
+                not.push((k.clone(), v.to_string(), why.to_string()));
             }
             continue;
         }
@@ -622,6 +657,34 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
         n.1 = mask(&n.0, &n.1);
     }
     let mut head = String::from("# Made by `sluice canal import` from Canal's configuration.\n");
+    if mode == "kafka" || mode == "rocketmq" {
+        // Rules that derive a topic from a table's name name no topic in advance: the
+        // tables on the source say which topics exist.
+        let tables = if get("canal.mq.dynamicTopic").is_some_and(|v| !v.trim().is_empty()) {
+            " --tables"
+        } else {
+            ""
+        };
+        // Every topic needs as many partitions (queues) as the largest count Canal's
+        // hash rules spread a topic's rows over.
+        let most = get("canal.mq.partitionsNum")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .into_iter()
+            .chain(
+                get("canal.mq.dynamicTopicPartitionNum")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter_map(|item| item.rsplit_once(':')?.1.trim().parse::<u32>().ok()),
+            )
+            .max()
+            .filter(|&n| n > 1)
+            .map(|n| format!(" --partitions {n}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            head,
+            "# Next: sluice topics create -c sluice.toml{most}{tables}; sluice check -c sluice.toml; sluice run -c sluice.toml"
+        );
+    }
     if !env.is_empty() {
         head.push_str("# Environment variables to set before `sluice run`:\n");
         for (k, what) in &env {

@@ -346,6 +346,59 @@ pub fn run_module(
     Ok((decided, code))
 }
 
+/// One sample change per kind (insert, update, delete, and an `ALTER TABLE`) for each
+/// table, every cell NULL: what `sluice topics create --tables` asks the modules to
+/// route, so rules that derive a topic from a table's name (Canal's `dynamicTopic`
+/// regexes) name their topics before any row arrives.
+pub fn table_samples(
+    tables: &[(String, String, crate::binlog::schema::DictTable)],
+) -> anyhow::Result<Vec<ChangeEvent>> {
+    let mut events = Vec::with_capacity(tables.len() * 4);
+    for (db, table, def) in tables {
+        let types: serde_json::Map<String, serde_json::Value> = def
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.column_type.clone().into()))
+            .collect();
+        let nulls: serde_json::Map<String, serde_json::Value> = def
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), serde_json::Value::Null))
+            .collect();
+        let mut pk: Vec<(u32, &str)> = def
+            .columns
+            .iter()
+            .filter_map(|c| c.pk_ordinal.map(|o| (o, c.name.as_str())))
+            .collect();
+        pk.sort_unstable();
+        let pk: Vec<&str> = pk.into_iter().map(|(_, n)| n).collect();
+        for kind in ["INSERT", "UPDATE", "DELETE", "ALTER"] {
+            let ddl = kind == "ALTER";
+            let msg = serde_json::json!({
+                "database": db,
+                "table": table,
+                "type": kind,
+                "isDdl": ddl,
+                "pkNames": pk,
+                "mysqlType": types,
+                "data": if ddl { serde_json::Value::Null } else { serde_json::json!([nulls]) },
+                "old": if kind == "UPDATE" { serde_json::json!([{}]) } else { serde_json::Value::Null },
+                "sql": if ddl {
+                    format!("ALTER TABLE `{}`.`{}` COMMENT ''", db.replace('`', "``"), table.replace('`', "``"))
+                } else {
+                    String::new()
+                },
+            });
+            let path = Path::new("information_schema");
+            events.push(
+                parse_flat_message(&msg.to_string(), path, events.len() as u64)
+                    .with_context(|| format!("sample change of {db}.{table}"))?,
+            );
+        }
+    }
+    Ok(events)
+}
+
 /// Decisions as JSON for tool output.
 pub fn routes_json(routes: &Option<Vec<Route>>) -> serde_json::Value {
     match routes {

@@ -222,7 +222,7 @@ pub enum SinkError {
     },
     /// A topic does not exist on the broker, and Sluice does not create topics.
     #[error(
-        "topic `{topic}` does not exist on the broker{}; create it: `sluice topics create -c CONFIG` creates every topic the config and its modules declare, `sluice ctl create-topic {topic}` creates it through a running agent",
+        "topic `{topic}` does not exist on the broker{}; create it: `sluice topics create -c CONFIG` creates every topic the config and its modules declare (with `--tables`, also those the source's tables route to), `sluice ctl create-topic {topic}` creates it through a running agent",
         context.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
     )]
     MissingTopic {

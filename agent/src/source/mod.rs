@@ -14,7 +14,8 @@ mod mysql;
 
 pub use config::{SourceConfig, StartPosition, TableSelection};
 pub use mysql::{
-    BinlogSource, Received, ServerEnd, SourceError, SourceStats, bytes_behind, probe_lag,
+    BinlogSource, Received, ServerEnd, SourceError, SourceStats, bytes_behind, captured_tables,
+    probe_lag,
 };
 
 use crate::event::SourceItem;

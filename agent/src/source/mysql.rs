@@ -225,6 +225,20 @@ async fn connect(cfg: &SourceConfig) -> Result<Conn, SourceError> {
     }
 }
 
+/// The user tables `cfg` captures (its `include`/`exclude`), with their columns, read
+/// from the server's `information_schema` on a plain connection.
+pub async fn captured_tables(
+    cfg: &SourceConfig,
+) -> Result<Vec<(String, String, crate::binlog::schema::DictTable)>, SourceError> {
+    let mut conn = connect(cfg).await?;
+    let mut tables = super::dictionary::all_tables(&mut conn)
+        .await
+        .map_err(server_err("listing tables in information_schema"))?;
+    tables.retain(|(db, t, _)| cfg.tables.captures(db, t));
+    conn.disconnect().await.ok();
+    Ok(tables)
+}
+
 fn server_err(context: &'static str) -> impl FnOnce(mysql_async::Error) -> SourceError {
     move |source| SourceError::Server { context, source }
 }

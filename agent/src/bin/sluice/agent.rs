@@ -135,8 +135,14 @@ pub(crate) async fn create_topics(
     cfg: sluice::config::Config,
     partitions: Option<i32>,
     replication: Option<i32>,
+    tables: bool,
 ) -> anyhow::Result<()> {
-    let topics = all_declared_topics(&cfg, &mut |_, _| {})?;
+    let mut topics = all_declared_topics(&cfg, &mut |_, _| {})?;
+    if tables {
+        topics.extend(table_topics(&cfg).await?);
+        topics.sort();
+        topics.dedup();
+    }
     let partitions = partitions
         .or(cfg.admin.as_ref().map(|a| a.topic_partitions))
         .unwrap_or(1);
@@ -173,6 +179,42 @@ pub(crate) async fn create_topics(
         topics.len()
     );
     Ok(())
+}
+
+/// The topics the modules route the source's existing tables to: one sample change of
+/// each kind per captured table, routed by every module (rules that derive a topic from
+/// a table's name, like Canal's `dynamicTopic` regexes, name no topic in advance).
+async fn table_topics(cfg: &sluice::config::Config) -> anyhow::Result<Vec<String>> {
+    let found = sluice::source::captured_tables(&cfg.source)
+        .await
+        .context("listing the source's tables (--tables)")?;
+    let samples = sluice::router::tools::table_samples(&found)?;
+    let engine = sluice::router::RouterEngine::new(cfg.modules.len() as u32 + 2, None)?;
+    let mut topics = std::collections::BTreeSet::new();
+    for (spec, path) in &cfg.modules {
+        let bytes = sluice::router::builtin::read(path)?;
+        let (decided, _) =
+            sluice::router::tools::run_module(&engine, &bytes, spec.clone(), &samples, 500)
+                .with_context(|| {
+                    format!(
+                        "module `{}` on a sample change of each of the {} tables",
+                        spec.name,
+                        found.len()
+                    )
+                })?;
+        for d in decided {
+            topics.extend(d.routes.into_iter().flatten().map(|r| r.topic.to_string()));
+        }
+    }
+    if cfg.modules.is_empty() && !found.is_empty() {
+        topics.insert(cfg.sink.default_topic.clone());
+    }
+    println!(
+        "{} captured tables on the source route to {} topics",
+        found.len(),
+        topics.len()
+    );
+    Ok(topics.into_iter().collect())
 }
 
 pub(crate) async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {

@@ -231,6 +231,11 @@ enum TopicsCmd {
         /// Replication factor (default: `admin.topic_replication`, else 1).
         #[arg(long)]
         replication: Option<i32>,
+        /// Also the topics the source's existing tables route to: each captured table's
+        /// sample change is routed by the modules (for rules that derive topics from
+        /// table names, like Canal's `dynamicTopic` regexes). Needs the source.
+        #[arg(long)]
+        tables: bool,
     },
 }
 
@@ -438,11 +443,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                     partitions,
                     replication,
+                    tables,
                 },
         } => {
             let cfg = sluice::config::Config::load(&config)?;
             let rt = runtime()?;
-            rt.block_on(agent::create_topics(cfg, partitions, replication))
+            rt.block_on(agent::create_topics(cfg, partitions, replication, tables))
         }
         Command::Tail(args) => {
             let rt = runtime()?;
