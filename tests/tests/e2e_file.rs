@@ -316,3 +316,118 @@ async fn a_module_whose_configure_hangs_does_not_stop_the_agent() {
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// What the configuration reference says of several modules: two modules writing one
+/// topic both land there (a table both subscribe to arrives twice, told apart by
+/// `sluice.module`), and changes no module subscribes to are published nowhere while
+/// the checkpoint still moves past their transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_fan_out_to_one_topic_and_unsubscribed_changes_pass_by() {
+    use mysql_async::prelude::Queryable;
+    let srv = server();
+    let mut db = srv.admin().await;
+    sluice_tests::live::exec(&mut db, "DROP DATABASE IF EXISTS fan").await;
+    sluice_tests::live::exec(&mut db, "CREATE DATABASE fan").await;
+    for t in ["t1", "t2", "t3"] {
+        sluice_tests::live::exec(
+            &mut db,
+            &format!("CREATE TABLE fan.{t} (id BIGINT PRIMARY KEY)"),
+        )
+        .await;
+    }
+    let dir = sluice_tests::scratch_dir("e2e-fan-out");
+    let out = dir.join("out.jsonl");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{}include = ['fan\..*']
+[[modules]]
+name = "a"
+file = "builtin:table-filter"
+[modules.config]
+"filter.regex" = 'fan\.t1,fan\.t2'
+topic = "shared"
+
+[[modules]]
+name = "b"
+file = "builtin:table-filter"
+[modules.config]
+"filter.regex" = 'fan\.t2'
+topic = "shared"
+
+[sink]
+kind = "file"
+path = "{}"
+
+[checkpoint]
+path = "{}"
+interval_ms = 50
+
+[admin]
+listen = "off"
+"#,
+            source_toml(&srv, 4_300_009),
+            out.display(),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let mut agent = Agent::start(
+        &config,
+        &dir.join("agent.log"),
+        &[("SLUICE_E2E_PASSWORD", &srv.repl.1)],
+    );
+    agent.wait_log("Replicating.", 1, std::time::Duration::from_secs(60));
+    for (t, from) in [("t1", 0), ("t2", 100), ("t3", 200)] {
+        for i in from..from + 5 {
+            sluice_tests::live::exec(&mut db, &format!("INSERT INTO fan.{t} VALUES ({i})")).await;
+        }
+    }
+    // The server's position after the last (unsubscribed) transaction.
+    let (file, pos): (String, u64) = db
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .ok()
+        .flatten()
+        .map(|r: mysql_async::Row| (r.get(0).unwrap_or_default(), r.get(1).unwrap_or_default()))
+        .expect("master status");
+    let t0 = std::time::Instant::now();
+    let checkpoint = || -> Option<(String, u64)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cp")).ok()?).ok()?;
+        Some((v["file"].as_str()?.to_string(), v["position"].as_u64()?))
+    };
+    while checkpoint() != Some((file.clone(), pos)) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "the checkpoint did not move past the unsubscribed changes: {:?} vs {file}:{pos}",
+            checkpoint()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(agent.terminate(std::time::Duration::from_secs(30)), Some(0));
+    let mut by: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for m in read_file_sink(&out) {
+        assert_eq!(m.topic, "shared");
+        let module = m.headers.get("sluice.module").cloned().unwrap_or_default();
+        for r in m.value["data"].as_array().into_iter().flatten() {
+            by.entry((
+                m.value["table"].as_str().unwrap_or("?").to_string(),
+                module.clone(),
+            ))
+            .or_default()
+            .push(r["id"].as_str().unwrap_or("?").to_string());
+        }
+    }
+    let ids = |from: u64| (from..from + 5).map(|i| i.to_string()).collect::<Vec<_>>();
+    let want: std::collections::BTreeMap<(String, String), Vec<String>> = [
+        (("t1".to_string(), "a".to_string()), ids(0)),
+        (("t2".to_string(), "a".to_string()), ids(100)),
+        (("t2".to_string(), "b".to_string()), ids(100)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by, want, "t2 once per module, t3 nowhere");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -668,3 +668,82 @@ fn non_loopback_admin_requires_a_token() {
     assert!(stderr.contains("token"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A backlog of 64 MiB and more (here: the agent paused while 140 MiB of rows are
+/// written): the agent logs `Catching up.` with how far behind it is, `ctl status`
+/// shows the backlog as not moving, and once resumed the agent reads it all and logs
+/// that it caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_reported_until_caught_up() {
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS opsbig").await;
+    exec(&mut db, "CREATE DATABASE opsbig").await;
+    exec(
+        &mut db,
+        "CREATE TABLE opsbig.t (id BIGINT PRIMARY KEY, b LONGBLOB)",
+    )
+    .await;
+    let dir = sluice_tests::scratch_dir("ops-backlog");
+    let out = dir.join("out.jsonl");
+    let port = free_port();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}include = ['opsbig\\..*']\n[sink]\nkind = \"file\"\npath = \"{}\"\ndefault_topic = \"big\"\n\
+             [checkpoint]\npath = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"SLUICE_OPS_TOKEN\"\n",
+            source_toml(&srv, 4_400_002),
+            out.display(),
+            dir.join("cp").display(),
+        ),
+    )
+    .expect("config");
+    let mut agent = Agent::start(
+        &config,
+        &dir.join("agent.log"),
+        &[
+            ("SLUICE_E2E_PASSWORD", &srv.repl.1),
+            ("SLUICE_OPS_TOKEN", TOKEN),
+        ],
+    );
+    agent.wait_log("Replicating.", 1, Duration::from_secs(60));
+    let (code, _, stderr) = ctl(port, &["pause"]);
+    assert_eq!(code, 0, "{stderr}");
+    // 280 rows of 512 KiB: 140 MiB of binlog. A paused agent stops taking changes, but
+    // its stream still reads ahead into its bounded buffers (~45 MB here); well over
+    // 64 MiB stays on the server.
+    for i in 0..280 {
+        exec(
+            &mut db,
+            &format!("INSERT INTO opsbig.t VALUES ({i}, REPEAT('x', 524288))"),
+        )
+        .await;
+    }
+    agent.wait_log("Catching up.", 1, Duration::from_secs(30));
+    let (code, stdout, stderr) = ctl(port, &["status", "--interval", "0.5"]);
+    assert_eq!(code, 1, "paused is not ready: {stdout}{stderr}");
+    assert!(stdout.contains("catch-up   not moving"), "{stdout}");
+    assert!(stdout.contains("PAUSED"), "{stdout}");
+    let (code, _, stderr) = ctl(port, &["resume"]);
+    assert_eq!(code, 0, "{stderr}");
+    agent.wait_log(
+        "Caught up with the server's binary logs.",
+        1,
+        Duration::from_secs(60),
+    );
+    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    assert!(log.contains("behind_bytes="), "{log}");
+    let rows = || -> usize {
+        read_file_sink(&out)
+            .iter()
+            .map(|m| m.value["data"].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    wait_for("every row of the backlog", Duration::from_secs(60), || {
+        rows() >= 280
+    });
+    assert_eq!(rows(), 280);
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -581,6 +581,13 @@ impl BinlogSource {
         match opened {
             Ok(()) => {
                 crate::metrics::global().source_connected.set(1);
+                // The stream stands at its start until an event says otherwise, so the
+                // lag probe measures a backlog the agent has not read anything of yet
+                // (a fresh start from `earliest`, a start while paused).
+                if src.received.get().is_none() {
+                    let file = src.resume.file.clone();
+                    src.received.set(&file, src.resume.position);
+                }
                 Ok(src)
             }
             Err(Failure::Fatal(e)) => Err(e),
