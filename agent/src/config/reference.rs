@@ -71,7 +71,7 @@ pub fn markdown() -> String {
             None => (prop.clone(), format!("[{name}]")),
         };
         let table = r.resolve(&target);
-        r.table(&header, &table, name == "sink");
+        r.table(&header, &table);
         if name == "sink" {
             for p in PUBLISHERS {
                 let mut generator = SchemaGenerator::default();
@@ -115,22 +115,15 @@ impl Render<'_> {
     }
 
     /// A table's section: its keys, then its sub-tables.
-    fn table(&mut self, header: &str, table: &Value, shared_sink: bool) {
+    fn table(&mut self, header: &str, table: &Value) {
         let _ = writeln!(self.out, "#### `{header}`\n");
         if let Some(d) = table.get("description").and_then(Value::as_str) {
             let _ = writeln!(self.out, "{}\n", one_line(d));
         }
-        if shared_sink {
-            let _ = writeln!(
-                self.out,
-                "Keys every publisher shares; `kind` picks the publisher, whose own keys \
-                 follow. A key of another publisher is an error naming that publisher.\n"
-            );
-        }
         let subs = self.rows(header, table);
         for (name, sub) in subs {
             let inner = header.trim_start_matches('[').trim_end_matches(']');
-            self.table(&format!("[{inner}.{name}]"), &sub, false);
+            self.table(&format!("[{inner}.{name}]"), &sub);
         }
     }
 
@@ -143,7 +136,7 @@ impl Render<'_> {
         }
         let subs = self.rows("[sink]", keys);
         for (name, sub) in subs {
-            self.table(&format!("[sink.{name}]"), &sub, false);
+            self.table(&format!("[sink.{name}]"), &sub);
         }
     }
 
