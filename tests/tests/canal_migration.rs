@@ -470,6 +470,20 @@ async fn canals_example_in_kafka_mode_with_regex_topics_runs() {
     std::fs::write(&config, &toml).expect("sluice.toml");
     let cfg = config.to_str().unwrap_or_default();
     let env = [("SLUICE_SOURCE_PASSWORD", srv.repl.1.as_str())];
+    // Without --tables: the topics the rules name outright only; `check` then names
+    // the ones the regexes derive from the source's tables.
+    let (code, out, err) = sluice(&["topics", "create", "-c", cfg, "--partitions", "6"], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for t in ["example", "mytest1.user"] {
+        assert!(out.contains(&format!("topic {t}: created")), "{t}: {out}");
+    }
+    assert!(!out.contains("mytest2"), "{out}");
+    let (code, out, err) = sluice(&["check", "-c", cfg], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("warning: the source's tables route to 3 topics that do not exist (mytest2.a, mytest2.b, test.table)"),
+        "{out}"
+    );
     let (code, out, err) = sluice(
         &[
             "topics",
@@ -484,7 +498,7 @@ async fn canals_example_in_kafka_mode_with_regex_topics_runs() {
     );
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
-        out.contains("4 captured tables on the source route to"),
+        out.contains("4 captured tables on the source route to 4 topics"),
         "{out}"
     );
     let topics = [
@@ -494,12 +508,16 @@ async fn canals_example_in_kafka_mode_with_regex_topics_runs() {
         "mytest2.b",
         "test.table",
     ];
-    for t in topics {
+    for t in ["mytest2.a", "mytest2.b", "test.table"] {
         assert!(out.contains(&format!("topic {t}: created")), "{t}: {out}");
+    }
+    for t in ["example", "mytest1.user"] {
+        assert!(out.contains(&format!("topic {t}: exists")), "{t}: {out}");
     }
     assert!(!out.contains("cup_other"), "{out}");
     let (code, out, err) = sluice(&["check", "-c", cfg], &env);
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!out.contains("warning: the source's tables"), "{out}");
 
     let mut agent = Agent::start(&config, &dir.join("agent.log"), &env);
     agent.wait_log("Replicating.", 1, Duration::from_secs(60));

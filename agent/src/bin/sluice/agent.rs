@@ -238,5 +238,22 @@ pub(crate) async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
     .await
     .context("checking the source")?;
     println!("source: ok (would start at {})", src.checkpoint());
+    // Topics the modules derive from table names (regex rules) are only known from the
+    // tables themselves: a missing one would hold its table's messages at run time.
+    if !cfg.modules.is_empty() {
+        let mut missing = Vec::new();
+        for t in table_topics(&cfg).await? {
+            if !topics.contains(&t) && sink.check_topics(std::slice::from_ref(&t)).is_err() {
+                missing.push(t);
+            }
+        }
+        if !missing.is_empty() {
+            println!(
+                "warning: the source's tables route to {} topics that do not exist ({}); `run` holds their messages until they do: `sluice topics create -c CONFIG --tables` creates them",
+                missing.len(),
+                missing.join(", ")
+            );
+        }
+    }
     Ok(())
 }
