@@ -498,3 +498,18 @@ pub enum SourceItem {
         checkpoint: Checkpoint,
     },
 }
+
+impl SourceItem {
+    /// Heap bytes it holds (row cells, their spans, a statement's text): what reading
+    /// it ahead costs in memory.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            SourceItem::Change(ev) => {
+                ev.rows.data.len()
+                    + ev.rows.spans.len() * std::mem::size_of::<Span>()
+                    + ev.sql.as_ref().map_or(0, |s| s.len())
+            }
+            SourceItem::Begin(_) | SourceItem::Commit { .. } => 0,
+        }
+    }
+}

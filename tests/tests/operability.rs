@@ -711,7 +711,7 @@ async fn a_backlog_is_reported_until_caught_up() {
     let (code, _, stderr) = ctl(port, &["pause"]);
     assert_eq!(code, 0, "{stderr}");
     // 280 rows of 512 KiB: 140 MiB of binlog. A paused agent stops taking changes, but
-    // its stream still reads ahead into its bounded buffers (~45 MB here); well over
+    // its stream still reads ahead (at most 32 MiB of rows, and socket buffers); well over
     // 64 MiB stays on the server.
     for i in 0..280 {
         exec(

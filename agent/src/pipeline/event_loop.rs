@@ -101,7 +101,8 @@ pub async fn run_once<S: ItemSource>(
             _ = hup.recv() => Wake::Hangup,
             _ = tick.tick() => Wake::Tick,
             _ = tokio::time::sleep(window_poll), if !room => Wake::WindowPoll,
-            item = rx.recv(), if !paused && room => Wake::Item(item),
+            // The item's read-ahead share is given back as it leaves the channel.
+            item = rx.recv(), if !paused && room => Wake::Item(item.map(|(item, _share)| item)),
         };
         // Where the time went while nothing was being processed: held back by the sink,
         // or waiting on the source. Paused time is neither.
@@ -169,17 +170,28 @@ pub async fn run_once<S: ItemSource>(
     run.finish(result)
 }
 
+/// Row bytes the reader may hold ahead of the pipeline, besides the 256-item bound: 256
+/// items of 16 MiB rows would be 4 GiB decoded and waiting while the pipeline is paused
+/// or held by a slow broker. One item larger than this still passes, alone.
+pub(super) const READ_AHEAD_BYTES: usize = 32 << 20;
+
+/// An item read ahead, with its share of [`READ_AHEAD_BYTES`] (given back when the
+/// pipeline takes the item out of the channel).
+pub(super) type ReadAhead = (
+    Result<SourceItem, SourceError>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
 /// The reader task: reads `source` into a bounded channel until `stop`, the channel
-/// closes, or the source fails (the error is the last item sent). A full channel
-/// parks it: that is the backpressure into the binlog reader.
-fn spawn_reader<S: ItemSource>(
+/// closes, or the source fails (the error is the last item sent). A full channel, or
+/// [`READ_AHEAD_BYTES`] of rows waiting in it, parks it: that is the backpressure into
+/// the binlog reader.
+pub(super) fn spawn_reader<S: ItemSource>(
     mut source: S,
     stop: CancellationToken,
-) -> (
-    mpsc::Receiver<Result<SourceItem, SourceError>>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (mpsc::Receiver<ReadAhead>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
+    let budget = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BYTES));
     let task = tokio::spawn(async move {
         loop {
             let item = tokio::select! {
@@ -187,8 +199,17 @@ fn spawn_reader<S: ItemSource>(
                 _ = stop.cancelled() => break,
                 item = source.next_item() => item,
             };
+            let cost = item
+                .as_ref()
+                .map_or(0, SourceItem::heap_bytes)
+                .min(READ_AHEAD_BYTES);
+            let permit = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                p = budget.clone().acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX)) => p.ok(),
+            };
             let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
+            if tx.send((item, permit)).await.is_err() || failed {
                 break;
             }
         }

@@ -356,3 +356,68 @@ fn a_refused_message_stops_the_run_without_checkpointing_past_it() {
     assert_eq!(cp.as_ref(), Some(&cps[0]));
     h.clean_up();
 }
+
+/// A source of endless 1 MiB rows, counting what it hands out.
+struct BigRows {
+    template: ChangeEvent,
+    made: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ItemSource for BigRows {
+    async fn next_item(&mut self) -> Result<SourceItem, SourceError> {
+        self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(SourceItem::Change(self.template.clone()))
+    }
+}
+
+/// Read-ahead is bounded in bytes, not only in items: with the pipeline taking nothing
+/// (paused, or held by a slow broker), a source of 1 MiB rows is parked after about
+/// `READ_AHEAD_BYTES` of them, and taking items lets it read on.
+#[test]
+fn read_ahead_holds_a_bounded_number_of_bytes() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (items, _) = transactions(1);
+    let Some(SourceItem::Change(mut template)) = items.into_iter().nth(1) else {
+        panic!("a change");
+    };
+    let big = vec![b'x'; 1 << 20];
+    let mut rows = Rows::new(2, 1);
+    rows.push_image(&[Some(b"1"), Some(&big)]);
+    template.rows = rows;
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    rt.block_on(async {
+        let (mut rx, task) = super::event_loop::spawn_reader(
+            BigRows {
+                template,
+                made: made.clone(),
+            },
+            stop.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let bound = super::event_loop::READ_AHEAD_BYTES / (1 << 20) + 1;
+        let parked = made.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            parked <= bound,
+            "{parked} rows of 1 MiB read ahead (bound {bound})"
+        );
+        // The 256-item channel alone would have let 256 through.
+        assert!(parked >= bound - 1, "{parked}");
+        for _ in 0..10 {
+            assert!(rx.recv().await.is_some());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = made.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            after >= parked + 9 && after <= bound + 10,
+            "{parked} then {after}"
+        );
+        stop.cancel();
+        drop(rx);
+        let _ = task.await;
+    });
+}
