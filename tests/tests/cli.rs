@@ -385,3 +385,48 @@ fn the_systemd_unit_verifies() {
     assert!(complaints.is_empty(), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `sluice config reference|schema`: the reference README carries, and a JSON Schema an
+/// editor can load, both listing every publisher's keys.
+#[test]
+fn config_reference_and_schema_print() {
+    let out = sluice()
+        .args(["config", "reference"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.starts_with("#### `[source]`"), "{md}");
+    for t in [
+        "`[sink.rabbitmq]`",
+        "`[sink.rocketmq]`",
+        "`[sink.canal_server]`",
+    ] {
+        assert!(md.contains(t), "{t}");
+    }
+    let readme =
+        std::fs::read_to_string(sluice_tests::repo_root().join("README.md")).expect("README");
+    assert!(
+        readme.contains(md.trim()),
+        "README's reference is not what the binary prints"
+    );
+    let out = sluice().args(["config", "schema"]).output().expect("runs");
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    let sink = &schema["$defs"]["RawSink"]["properties"];
+    for k in [
+        "kind",
+        "brokers",
+        "librdkafka",
+        "rabbitmq",
+        "rocketmq",
+        "canal_server",
+    ] {
+        assert!(sink.get(k).is_some(), "sink.{k} missing");
+    }
+    assert_eq!(schema["additionalProperties"], false);
+}
