@@ -50,26 +50,6 @@ pub struct Item {
     pub messages: Vec<(u64, u64)>,
     /// The row event it comes from and its type, for merging: (key, sub, event type).
     event: Option<(PosKey, u32, i32)>,
-    /// Rows of later parts of the same event (serialised `RowChange` fields), merged
-    /// into `entry` when it is fetched: one decode and encode per entry, not one per
-    /// part (an event split over 12 partitions used to be re-encoded 11 times, growing).
-    more_rows: Vec<u8>,
-}
-
-impl Item {
-    /// Merges the rows of later parts into the serialised entry.
-    fn finish(&mut self) {
-        if self.more_rows.is_empty() {
-            return;
-        }
-        // The entry was decoded when it was queued, so it decodes again.
-        if let Ok(mut e) = Entry::decode(&self.entry[..]) {
-            // Concatenated `RowChange` encodings are one `RowChange` with both's rows.
-            e.store_value.append(&mut self.more_rows);
-            self.entry = e.encode_to_vec();
-        }
-        self.more_rows.clear();
-    }
 }
 
 /// A batch handed to a client and not yet acknowledged.
@@ -203,7 +183,6 @@ impl Destination {
                 table: None,
                 messages: Vec::new(),
                 event: None,
-                more_rows: Vec::new(),
             });
         }
         // The same event (and type) as the entry before it, not yet fetched: one entry
@@ -215,7 +194,9 @@ impl Destination {
             && t == event_type
             && last.txn == txn
         {
-            last.more_rows.extend_from_slice(&e.store_value);
+            let mut merged = Entry::decode(&last.entry[..]).map_err(|e| e.to_string())?;
+            merged.store_value.extend_from_slice(&e.store_value);
+            last.entry = merged.encode_to_vec();
             last.messages.push((txn, bytes));
             return Ok(Vec::new());
         }
@@ -245,7 +226,6 @@ impl Destination {
             table: Some(table),
             messages: vec![(txn, bytes)],
             event: Some((event_key, sub, event_type)),
-            more_rows: Vec::new(),
         });
         Ok(Vec::new())
     }
@@ -273,7 +253,6 @@ impl Destination {
             table: None,
             messages: Vec::new(),
             event: None,
-            more_rows: Vec::new(),
         });
     }
 
@@ -311,8 +290,7 @@ impl Destination {
                 break;
             }
         }
-        let mut items: Vec<Item> = self.pending.drain(..take).collect();
-        items.iter_mut().for_each(Item::finish);
+        let items: Vec<Item> = self.pending.drain(..take).collect();
         self.last_batch += 1;
         let id = self.last_batch;
         let entries = items
