@@ -75,17 +75,26 @@ pub fn create_topic(topic: &str, queues: i32) {
     create_topic_on(CLUSTER, topic, queues)
 }
 
-/// [`create_topic`] on the masters of `cluster`.
+/// [`create_topic`] on the masters of `cluster`. Tried for up to 30 s: after a test
+/// restarts the name server, a broker is unknown to it until its next registration
+/// (every 10 s), and creating a topic on its cluster fails until then.
 pub fn create_topic_on(cluster: &str, topic: &str, queues: i32) {
-    let out = Command::new(rmq())
-        .args(["create", &namesrv(), cluster, topic, &queues.to_string()])
-        .output()
-        .expect("rmq runs");
-    assert!(
-        out.status.success(),
-        "creating topic {topic}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let t = std::time::Instant::now();
+    loop {
+        let out = Command::new(rmq())
+            .args(["create", &namesrv(), cluster, topic, &queues.to_string()])
+            .output()
+            .expect("rmq runs");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "creating topic {topic} on cluster {cluster}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// How many writable queues `topic` has (`None`: no route).
