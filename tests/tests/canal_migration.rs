@@ -17,6 +17,25 @@ use sluice_tests::agent::Agent;
 use sluice_tests::kafka::{BROKERS, Reader, fresh_broker};
 use sluice_tests::live::{exec, server};
 
+/// `sluice canal import INSTANCE CANAL --checkpoint CHECKPOINT`, bare as [`sluice`].
+fn canal_import(
+    instance: &std::path::Path,
+    canal: &std::path::Path,
+    checkpoint: &std::path::Path,
+) -> (Option<i32>, String, String) {
+    sluice(
+        &[
+            "canal",
+            "import",
+            instance.to_str().unwrap_or_default(),
+            canal.to_str().unwrap_or_default(),
+            "--checkpoint",
+            checkpoint.to_str().unwrap_or_default(),
+        ],
+        &[],
+    )
+}
+
 /// The tests that restart the broker take turns.
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -89,18 +108,10 @@ async fn a_canal_kafka_instance_runs_as_canal_routed_it() {
     )
     .expect("instance.properties");
 
-    let (code, toml, stderr) = sluice(
-        &[
-            "canal",
-            "import",
-            conf.join("cmig/instance.properties")
-                .to_str()
-                .unwrap_or_default(),
-            conf.join("canal.properties").to_str().unwrap_or_default(),
-            "--checkpoint",
-            dir.join("cp").to_str().unwrap_or_default(),
-        ],
-        &[],
+    let (code, toml, stderr) = canal_import(
+        &conf.join("cmig/instance.properties"),
+        &conf.join("canal.properties"),
+        &dir.join("cp"),
     );
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -288,18 +299,10 @@ async fn canals_own_example_files_convert_and_check() {
     let import = |canal_text: &str| {
         let c = conf.join("canal-variant.properties");
         std::fs::write(&c, canal_text).expect("write");
-        sluice(
-            &[
-                "canal",
-                "import",
-                conf.join("example/instance.properties")
-                    .to_str()
-                    .unwrap_or_default(),
-                c.to_str().unwrap_or_default(),
-                "--checkpoint",
-                dir.join("cp").to_str().unwrap_or_default(),
-            ],
-            &[],
+        canal_import(
+            &conf.join("example/instance.properties"),
+            &c,
+            &dir.join("cp"),
         )
     };
     let (code, toml, stderr) = import(&canal);
@@ -358,15 +361,7 @@ async fn canals_own_example_files_convert_and_check() {
     rds_text = set_property(&rds_text, "canal.instance.rds.instanceId", "rm-2ze1234");
     rds_text = set_property(&rds_text, "canal.instance.rds.open.accesskey", "LTAI5t00");
     std::fs::write(&rds, rds_text).expect("write");
-    let (code, toml, stderr) = sluice(
-        &[
-            "canal",
-            "import",
-            rds.to_str().unwrap_or_default(),
-            conf.join("canal.properties").to_str().unwrap_or_default(),
-        ],
-        &[],
-    );
+    let (code, toml, stderr) = canal_import(&rds, &conf.join("canal.properties"), &dir.join("cp"));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(toml.contains("include = [\"test\\\\..*\"]"), "{toml}");
     assert!(
@@ -442,18 +437,10 @@ async fn canals_example_in_kafka_mode_with_regex_topics_runs() {
     }
     std::fs::write(conf.join("canal.properties"), &canal).expect("write");
     std::fs::write(conf.join("example/instance.properties"), &instance).expect("write");
-    let (code, toml, stderr) = sluice(
-        &[
-            "canal",
-            "import",
-            conf.join("example/instance.properties")
-                .to_str()
-                .unwrap_or_default(),
-            conf.join("canal.properties").to_str().unwrap_or_default(),
-            "--checkpoint",
-            dir.join("cp").to_str().unwrap_or_default(),
-        ],
-        &[],
+    let (code, toml, stderr) = canal_import(
+        &conf.join("example/instance.properties"),
+        &conf.join("canal.properties"),
+        &dir.join("cp"),
     );
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("unknown to the converter"), "{stderr}");

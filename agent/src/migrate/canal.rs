@@ -601,12 +601,9 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
             continue;
         }
         if let Some((_, default, why)) = UNSUPPORTED.iter().find(|(key, _, _)| key == k) {
-            // A broker's setting matters only in that broker's mode.
-            let unused = (k.starts_with("kafka.") && mode != "kafka")
-                || (k.starts_with("rocketmq.") && mode != "rocketmq")
-                || (k.starts_with("canal.mq.") && !mq);
             if !v.eq_ignore_ascii_case(default) {
-                let why = if unused {
+                // A broker's setting matters only in that broker's mode.
+                let why = if for_other_mode(k, &mode, mq) {
                     "for another canal.serverMode: not used"
                 } else {
                     why
@@ -618,12 +615,7 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
         if v.is_empty() {
             continue;
         }
-        let why = if !mq
-            && (k.starts_with("canal.mq.")
-                || k.starts_with("kafka.")
-                || k.starts_with("rocketmq.")
-                || k.starts_with("rabbitmq."))
-        {
+        let why = if for_other_mode(k, &mode, mq) {
             "for another canal.serverMode: not used"
         } else {
             "unknown to the converter: check whether it matters"
@@ -633,17 +625,7 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
     // Keys of the other server modes, carried only for the chosen one.
     for k in CARRIED {
         let Some(v) = get(k) else { continue };
-        let other_mode = (k.starts_with("kafka.") && mode != "kafka")
-            || (k.starts_with("rocketmq.") && mode != "rocketmq")
-            || (k.starts_with("rabbitmq.") && mode != "rabbitmq")
-            || (k.starts_with("canal.mq.") && !mq)
-            || (k.starts_with("canal.aliyun.") && mode != "rocketmq")
-            || ((*k == "canal.ip"
-                || *k == "canal.port"
-                || *k == "canal.user"
-                || *k == "canal.passwd")
-                && mq);
-        if other_mode {
+        if for_other_mode(k, &mode, mq) {
             not.push((
                 k.to_string(),
                 mask(k, v),
@@ -703,6 +685,20 @@ pub fn convert(props: &Properties, opts: &Options) -> anyhow::Result<Converted> 
         not_translated: not,
         env,
     })
+}
+
+/// Whether `key` configures a `canal.serverMode` other than `mode` (`mq`: one of the
+/// broker modes), so it is listed as unused rather than carried or unknown.
+fn for_other_mode(key: &str, mode: &str, mq: bool) -> bool {
+    (key.starts_with("kafka.") && mode != "kafka")
+        || (key.starts_with("rocketmq.") && mode != "rocketmq")
+        || (key.starts_with("rabbitmq.") && mode != "rabbitmq")
+        || (key.starts_with("canal.mq.") && !mq)
+        || (key.starts_with("canal.aliyun.") && mode != "rocketmq")
+        || (matches!(
+            key,
+            "canal.ip" | "canal.port" | "canal.user" | "canal.passwd"
+        ) && mq)
 }
 
 /// A value shown in a listing: secrets as `***`.

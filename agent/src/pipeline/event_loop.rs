@@ -203,10 +203,15 @@ pub(super) fn spawn_reader<S: ItemSource>(
                 .as_ref()
                 .map_or(0, SourceItem::heap_bytes)
                 .min(READ_AHEAD_BYTES);
-            let permit = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                p = budget.clone().acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX)) => p.ok(),
+            // Begin and commit items hold no rows: no share to wait for or give back.
+            let permit = if cost == 0 {
+                None
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    p = budget.clone().acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX)) => p.ok(),
+                }
             };
             let failed = item.is_err();
             if tx.send((item, permit)).await.is_err() || failed {

@@ -603,27 +603,16 @@ mod tests {
             "checkpoint_age_ms": 1500, "behind": true, "in_flight": 3, "acknowledged": 12345,
             "paused": false,
         });
-        let a = Sample {
+        let sample = |metrics, at| Sample {
             ready: serde_json::json!({"ready": true}),
             ready_ok: true,
             checkpoint: cp.clone(),
             modules: serde_json::json!({"modules": []}),
-            metrics: metrics(0.0, 0.0, 10.0 * MIB),
-            at: t0,
+            metrics,
+            at,
         };
-        let b = Sample {
-            metrics: metrics(5000.0, MIB, 9.0 * MIB),
-            at: t0 + Duration::from_secs(2),
-            ..a
-        };
-        let a = Sample {
-            ready: serde_json::json!({"ready": true}),
-            ready_ok: true,
-            checkpoint: cp,
-            modules: serde_json::json!({"modules": []}),
-            metrics: metrics(0.0, 0.0, 10.0 * MIB),
-            at: t0,
-        };
+        let a = sample(metrics(0.0, 0.0, 10.0 * MIB), t0);
+        let b = sample(metrics(5000.0, MIB, 9.0 * MIB), t0 + Duration::from_secs(2));
         let text = render_status("http://x", &a, &b);
         assert!(text.contains("2,500 rows/s"), "{text}");
         assert!(text.contains("512.0 KiB/s of binlog"), "{text}");
