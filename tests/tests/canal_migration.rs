@@ -581,3 +581,82 @@ async fn canals_example_in_kafka_mode_with_regex_topics_runs() {
     assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The hostile case of `--tables`: beside canal-compat, a module that never returns
+/// from a call. `topics create --tables` still creates canal-compat's table topics and
+/// then fails naming the other module (its deadline ends the call); `check` passes with
+/// a warning naming it. Neither hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_module_does_not_stop_the_others_table_topics() {
+    let _turn = BROKER.lock().await;
+    sluice_tests::kafka::broker();
+    let srv = server();
+    let mut db = srv.admin().await;
+    exec(&mut db, "DROP DATABASE IF EXISTS cmig_loop").await;
+    exec(&mut db, "CREATE DATABASE cmig_loop").await;
+    exec(&mut db, "CREATE TABLE cmig_loop.t (id BIGINT PRIMARY KEY)").await;
+    let dir = sluice_tests::scratch_dir("canal-migration-loop");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[source]
+host = "127.0.0.1"
+port = {}
+user = "{}"
+password_env = "SLUICE_SOURCE_PASSWORD"
+server_id = 4900009
+include = ['cmig_loop\..*']
+
+[[modules]]
+name = "good"
+file = "builtin:canal-compat"
+[modules.config]
+"canal.mq.topic" = "cmig_loop.default"
+"canal.mq.dynamicTopic" = 'cmig_loop\..*'
+
+[[modules]]
+name = "bad"
+file = "{}"
+deadline_ms = 50
+[modules.config]
+mode = "loop"
+
+[sink]
+kind = "kafka"
+brokers = "{BROKERS}"
+
+[checkpoint]
+path = "{}"
+"#,
+            srv.port,
+            srv.repl.0,
+            env!("GUEST_HOSTILE"),
+            dir.join("cp").display()
+        ),
+    )
+    .expect("config");
+    let cfg = config.to_str().unwrap_or_default();
+    let env = [("SLUICE_SOURCE_PASSWORD", srv.repl.1.as_str())];
+    let t = Instant::now();
+    let (code, out, err) = sluice(&["topics", "create", "-c", cfg, "--tables"], &env);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("topic cmig_loop.t: created") || out.contains("topic cmig_loop.t: exists"),
+        "the good module's table topic: {out}{err}"
+    );
+    assert!(err.contains("module `bad`"), "{err}");
+    assert!(!err.contains("module `good`"), "{err}");
+    let (code, out, err) = sluice(&["check", "-c", cfg], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("warning: could not work out the topics of the source's tables: module `bad`"),
+        "{out}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        t.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -138,10 +138,13 @@ pub(crate) async fn create_topics(
     tables: bool,
 ) -> anyhow::Result<()> {
     let mut topics = all_declared_topics(&cfg, &mut |_, _| {})?;
+    let mut failed_modules = Vec::new();
     if tables {
-        topics.extend(table_topics(&cfg).await?);
+        let (derived, failed) = table_topics(&cfg).await?;
+        topics.extend(derived);
         topics.sort();
         topics.dedup();
+        failed_modules = failed;
     }
     let partitions = partitions
         .or(cfg.admin.as_ref().map(|a| a.topic_partitions))
@@ -178,32 +181,41 @@ pub(crate) async fn create_topics(
         "{failed} of {} topics could not be created",
         topics.len()
     );
+    // The other modules' topics are created above; the failing one is still an error.
+    anyhow::ensure!(
+        failed_modules.is_empty(),
+        "the topics of the source's tables are not all known: {}",
+        failed_modules.join("; ")
+    );
     Ok(())
 }
 
 /// The topics the modules route the source's existing tables to: one sample change of
 /// each kind per captured table, routed by every module (rules that derive a topic from
 /// a table's name, like Canal's `dynamicTopic` regexes, name no topic in advance).
-async fn table_topics(cfg: &sluice::config::Config) -> anyhow::Result<Vec<String>> {
+/// A module that fails on the samples (a trap, its deadline) is named in the second
+/// list; the other modules' topics are still found.
+async fn table_topics(cfg: &sluice::config::Config) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let found = sluice::source::captured_tables(&cfg.source)
         .await
         .context("listing the source's tables (--tables)")?;
     let samples = sluice::router::tools::table_samples(&found)?;
     let engine = sluice::router::RouterEngine::new(cfg.modules.len() as u32 + 2, None)?;
     let mut topics = std::collections::BTreeSet::new();
+    let mut failed = Vec::new();
     for (spec, path) in &cfg.modules {
         let bytes = sluice::router::builtin::read(path)?;
-        let (decided, _) =
-            sluice::router::tools::run_module(&engine, &bytes, spec.clone(), &samples, 500)
-                .with_context(|| {
-                    format!(
-                        "module `{}` on a sample change of each of the {} tables",
-                        spec.name,
-                        found.len()
-                    )
-                })?;
-        for d in decided {
-            topics.extend(d.routes.into_iter().flatten().map(|r| r.topic.to_string()));
+        match sluice::router::tools::run_module(&engine, &bytes, spec.clone(), &samples, 500) {
+            Ok((decided, _)) => {
+                for d in decided {
+                    topics.extend(d.routes.into_iter().flatten().map(|r| r.topic.to_string()));
+                }
+            }
+            Err(e) => failed.push(format!(
+                "module `{}` on a sample change of each of the {} tables: {e:#}",
+                spec.name,
+                found.len()
+            )),
         }
     }
     if cfg.modules.is_empty() && !found.is_empty() {
@@ -214,7 +226,7 @@ async fn table_topics(cfg: &sluice::config::Config) -> anyhow::Result<Vec<String
         found.len(),
         topics.len()
     );
-    Ok(topics.into_iter().collect())
+    Ok((topics.into_iter().collect(), failed))
 }
 
 pub(crate) async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
@@ -243,7 +255,12 @@ pub(crate) async fn check(cfg: sluice::config::Config) -> anyhow::Result<()> {
     // Advice only: a module that cannot route an all-NULL sample row still runs.
     if !cfg.modules.is_empty() {
         let derived = match table_topics(&cfg).await {
-            Ok(t) => t,
+            Ok((t, failed)) => {
+                for f in failed {
+                    println!("warning: could not work out the topics of the source's tables: {f}");
+                }
+                t
+            }
             Err(e) => {
                 println!("warning: could not work out the topics of the source's tables: {e:#}");
                 Vec::new()
